@@ -1,0 +1,1 @@
+"""The narrator process: settings, launcher, services, inference worker and voice streaming."""

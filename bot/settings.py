@@ -1,0 +1,133 @@
+"""Process settings, read once from the environment and an optional `.env` file.
+
+Every variable is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_CUSTOM_VOICE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
+DEFAULT_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says how to fix it."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _env_ids(name: str) -> frozenset[int]:
+    raw = _env(name, "") or ""
+    try:
+        return frozenset(int(part) for part in raw.replace(",", " ").split())
+    except ValueError:
+        raise SettingsError(f"{name} must be a comma-separated list of Discord ids, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str | None = None
+    custom_voice_model: str = DEFAULT_CUSTOM_VOICE_MODEL
+    voice_design_model: str = DEFAULT_VOICE_DESIGN_MODEL
+    base_model: str = DEFAULT_BASE_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    compile: bool = True  # GPU speed path (CUDA graphs); NARRATOR_COMPILE=0 is the kill switch
+    data_dir: Path = Path("data")
+    outputs_dir: Path = Path("outputs")
+    log_dir: Path = Path("logs")
+    database_url: str = ""
+    dev_guild_id: int | None = None
+    owner_ids: frozenset[int] = field(default_factory=frozenset)
+    max_script_chars: int = 2000
+    max_queued_per_user: int = 3
+    job_timeout_s: float = 600.0
+    max_reference_seconds: float = 60.0
+    max_upload_bytes: int = 25 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{self.data_dir / 'narrator.db'}")
+
+    @classmethod
+    def from_env(cls, env_file: str | os.PathLike[str] | None = ".env") -> Settings:
+        """Read the settings; values already in the environment win over the `.env` file."""
+        if env_file is not None and Path(env_file).is_file():
+            from dotenv import load_dotenv
+
+            load_dotenv(env_file, override=False)
+        data_dir = Path(_env("NARRATOR_DATA_DIR", "data"))
+        return cls(
+            discord_token=_env("DISCORD_TOKEN"),
+            custom_voice_model=_env("NARRATOR_MODEL", DEFAULT_CUSTOM_VOICE_MODEL),
+            voice_design_model=_env("NARRATOR_DESIGN_MODEL", DEFAULT_VOICE_DESIGN_MODEL),
+            base_model=_env("NARRATOR_BASE_MODEL", DEFAULT_BASE_MODEL),
+            device=_env("NARRATOR_DEVICE", "auto"),
+            dtype=_env("NARRATOR_DTYPE", "auto"),
+            compile=_env_bool("NARRATOR_COMPILE", True),
+            data_dir=data_dir,
+            outputs_dir=Path(_env("NARRATOR_OUTPUTS_DIR", "outputs")),
+            log_dir=Path(_env("NARRATOR_LOG_DIR", "logs")),
+            database_url=_env("DATABASE_URL", ""),
+            dev_guild_id=_env_int("NARRATOR_DEV_GUILD_ID", None),
+            owner_ids=_env_ids("NARRATOR_OWNER_IDS"),
+            max_script_chars=_env_int("NARRATOR_MAX_SCRIPT_CHARS", 2000),
+            max_queued_per_user=_env_int("NARRATOR_MAX_QUEUED_PER_USER", 3),
+            job_timeout_s=_env_float("NARRATOR_JOB_TIMEOUT_S", 600.0),
+            max_reference_seconds=_env_float("NARRATOR_MAX_REFERENCE_SECONDS", 60.0),
+            max_upload_bytes=_env_int("NARRATOR_MAX_UPLOAD_BYTES", 25 * 1024 * 1024),
+        )
+
+    def require_token(self) -> str:
+        if not self.discord_token:
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: put `DISCORD_TOKEN=your-bot-token` in .env (see .env.example) "
+                "or export it before `narrator run`."
+            )
+        return self.discord_token
+
+    def describe(self) -> dict[str, str]:
+        """The settings as strings for the start-up log, with the token hidden."""
+        shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        shown["discord_token"] = "<set>" if self.discord_token else "<missing>"
+        return shown

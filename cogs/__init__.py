@@ -1,0 +1,1 @@
+"""Discord glue: each cog parses options, checks permissions, calls a service in `bot/` and formats the reply."""

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, async repositories and Alembic migrations (SQLite by default)."""
