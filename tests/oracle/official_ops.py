@@ -1,0 +1,275 @@
+"""Operations on the official ``qwen_tts`` 0.1.1 package, run inside ``.venv-oracle`` by ``runner.py``.
+
+Each op takes a JSON-able ``args`` dict plus named input tensors and returns named output tensors (torch, CPU) and
+JSON metadata. The official code is only *called* here: prompt embeddings and logits are captured by wrapping its
+methods on the loaded instance (``talker.generate``, ``talker.forward``, ``torch.multinomial``), never by copying it.
+
+Facts relied on (read from the official package):
+- ``Qwen3TTSForConditionalGeneration.generate`` builds the whole prompt as embeddings and then calls
+  ``self.talker.generate(inputs_embeds=, attention_mask=, trailing_text_hidden=, tts_pad_embed=, **talker_kwargs)``.
+- ``talker.forward`` with ``inputs_embeds`` longer than 1 is the prefill; its ``logits`` are ``codec_head`` outputs.
+- HF sampling draws with ``torch.multinomial(probs, 1)``: talker draws are over the talker vocab, code-predictor draws
+  over the predictor vocab, so the two are told apart by the last dimension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, torch.Tensor]
+
+GEN_KEYS = (
+    "do_sample",
+    "top_k",
+    "top_p",
+    "temperature",
+    "repetition_penalty",
+    "subtalker_dosample",
+    "subtalker_top_k",
+    "subtalker_top_p",
+    "subtalker_temperature",
+    "max_new_tokens",
+)
+
+
+class _PromptCaptured(Exception):
+    """Raised from the wrapped ``talker.generate`` to stop after the prompt is built."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__("prompt captured")
+        self.kwargs = kwargs
+
+
+def _voice_clone_items(tts: Any, args: dict[str, Any], inputs: Tensors) -> list[Any]:
+    """VoiceClonePromptItem list from explicit reference codes / x-vector (no audio analysis involved)."""
+    from qwen_tts import VoiceClonePromptItem
+
+    ref_code = inputs.get(args["ref_code"]) if args.get("ref_code") else None
+    xvec_only = ref_code is None
+    return [
+        VoiceClonePromptItem(
+            ref_code=None if xvec_only else ref_code.long(),
+            ref_spk_embedding=inputs[args["spk_embedding"]].float(),
+            x_vector_only_mode=xvec_only,
+            icl_mode=not xvec_only,
+            ref_text=args.get("ref_text"),
+        )
+    ]
+
+
+def _call_generate(tts: Any, args: dict[str, Any], inputs: Tensors, gen: dict[str, Any]) -> tuple[list, int]:
+    """Run the public ``generate_*`` method named by ``args['mode']``; returns (wavs, sample_rate)."""
+    mode = args["mode"]
+    common = {"language": args.get("language", "auto"), **gen}
+    if "non_streaming_mode" in args:
+        common["non_streaming_mode"] = bool(args["non_streaming_mode"])
+    if mode == "custom_voice":
+        return tts.generate_custom_voice(args["text"], speaker=args["speaker"], instruct=args.get("instruct"), **common)
+    if mode == "voice_design":
+        return tts.generate_voice_design(args["text"], instruct=args.get("instruct", ""), **common)
+    if mode == "voice_clone":
+        return tts.generate_voice_clone(
+            args["text"], voice_clone_prompt=_voice_clone_items(tts, args, inputs), **common
+        )
+    raise ValueError(f"unknown mode {mode!r}; use custom_voice, voice_design or voice_clone")
+
+
+@contextlib.contextmanager
+def _patched(obj: Any, name: str, replacement: Any) -> Iterator[None]:
+    """Temporarily replace ``obj.name`` (instance attribute or module function)."""
+    had = name in vars(obj)
+    old = getattr(obj, name)
+    setattr(obj, name, replacement)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(obj, name, old)
+        else:
+            delattr(obj, name)
+
+
+def op_prompt(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Prompt embeddings exactly as the official generate builds them, plus the prefill logits over them.
+
+    Returns tensors: inputs_embeds (B, L, H), attention_mask (B, L), trailing_text_hidden (B, N, H),
+    tts_pad_embed (1, 1, H), prefill_logits (B, L, vocab) and prefill_hidden (B, L, H) (last layer, post-norm).
+    """
+    talker = tts.model.talker
+
+    def capture(**kwargs: Any) -> None:
+        raise _PromptCaptured(kwargs)
+
+    with _patched(talker, "generate", capture):
+        try:
+            _call_generate(tts, args, inputs, {"do_sample": False, "subtalker_dosample": False, "max_new_tokens": 4})
+        except _PromptCaptured as stop:
+            kw = stop.kwargs
+        else:
+            raise AssertionError("official generate never reached talker.generate")
+    with torch.inference_mode():
+        out = talker(
+            inputs_embeds=kw["inputs_embeds"],
+            attention_mask=kw["attention_mask"],
+            trailing_text_hidden=kw["trailing_text_hidden"],
+            tts_pad_embed=kw["tts_pad_embed"],
+            use_cache=False,
+            output_hidden_states=True,
+        )
+    tensors = {
+        "inputs_embeds": kw["inputs_embeds"],
+        "attention_mask": kw["attention_mask"],
+        "trailing_text_hidden": kw["trailing_text_hidden"],
+        "tts_pad_embed": kw["tts_pad_embed"],
+        "prefill_logits": out.logits,
+        "prefill_hidden": out.hidden_states[0][-1],
+    }
+    return tensors, {"prompt_len": int(kw["inputs_embeds"].shape[1])}
+
+
+def _gen_kwargs(args: dict[str, Any]) -> dict[str, Any]:
+    gen = {k: args[k] for k in GEN_KEYS if k in args}
+    unknown = set(args.get("generation", {})) - set(GEN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown generation keys {sorted(unknown)}; allowed: {GEN_KEYS}")
+    gen.update(args.get("generation", {}))
+    return gen
+
+
+def op_generate(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Codes (and waveform) from the public generate_* call; optionally every sampling step's distributions.
+
+    With ``record: true`` also returns, in draw order: talker_logits (S, V) raw codec_head logits of the last position,
+    talker_probs (S, V) the processed distribution fed to multinomial, talker_tokens (S,), and predictor_logits /
+    predictor_probs (S', V2) / predictor_tokens for the code predictor (only when it samples).
+    """
+    gen = _gen_kwargs(args)
+    torch.manual_seed(int(args.get("seed", 0)))
+    captured: dict[str, Any] = {}
+    rec: dict[str, list[torch.Tensor]] = {
+        k: []
+        for k in (
+            "talker_logits",
+            "talker_probs",
+            "talker_tokens",
+            "predictor_logits",
+            "predictor_probs",
+            "predictor_tokens",
+        )
+    }
+    model = tts.model
+    talker_vocab = model.config.talker_config.vocab_size
+    pred_vocab = model.config.talker_config.code_predictor_config.vocab_size
+    if args.get("record") and talker_vocab == pred_vocab:
+        raise ValueError("cannot tell talker and predictor draws apart: equal vocab sizes")
+    orig_generate = model.generate
+    real_multinomial = torch.multinomial
+
+    def generate_and_keep(*a: Any, **kw: Any) -> Any:
+        captured["result"] = orig_generate(*a, **kw)
+        return captured["result"]
+
+    def record_logits(prefix: str) -> Any:
+        # A forward hook, not a forward replacement: HF generate inspects forward's signature to validate kwargs.
+        def hook(_module: Any, _args: Any, out: Any) -> None:
+            rec[f"{prefix}_logits"].append(out.logits[:, -1].detach().float().clone())
+
+        return hook
+
+    def multinomial(probs: torch.Tensor, num_samples: int, *a: Any, **kw: Any) -> torch.Tensor:
+        tokens = real_multinomial(probs, num_samples, *a, **kw)
+        prefix = "talker" if probs.shape[-1] == talker_vocab else "predictor"
+        rec[f"{prefix}_probs"].append(probs.detach().clone())
+        rec[f"{prefix}_tokens"].append(tokens.detach().clone().view(-1))
+        return tokens
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(model, "generate", generate_and_keep))
+        if args.get("record"):
+            for module, prefix in ((model.talker, "talker"), (model.talker.code_predictor, "predictor")):
+                handle = module.register_forward_hook(record_logits(prefix))
+                stack.callback(handle.remove)
+            stack.enter_context(_patched(torch, "multinomial", multinomial))
+        wavs, sr = _call_generate(tts, args, inputs, gen)
+    codes_list, hidden_list = captured["result"]
+    tensors: Tensors = {
+        "codes": codes_list[0],
+        "wav": torch.from_numpy(np.asarray(wavs[0], dtype=np.float32)),
+        "talker_hidden": hidden_list[0],
+    }
+    for key, items in rec.items():
+        if items:
+            tensors[key] = torch.cat(items, dim=0)
+    return tensors, {"sample_rate": int(sr), "frames": int(codes_list[0].shape[0])}
+
+
+def op_decode(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Official speech tokenizer decode of codes (T, 16) -> wav (T*1920,) float32 at 24 kHz.
+
+    ``args['codes']`` names one input, or a list of inputs decoded as one padded batch -> wav_0, wav_1, ...
+    """
+    names = args["codes"]
+    if isinstance(names, str):
+        wavs, sr = codec.decode([{"audio_codes": inputs[names].long()}])
+        return {"wav": torch.from_numpy(np.asarray(wavs[0], dtype=np.float32))}, {"sample_rate": int(sr)}
+    wavs, sr = codec.decode([{"audio_codes": inputs[name].long()} for name in names])
+    return {f"wav_{i}": torch.from_numpy(np.asarray(w, dtype=np.float32)) for i, w in enumerate(wavs)}, {
+        "sample_rate": int(sr)
+    }
+
+
+def op_encode(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Official speech tokenizer encode of mono float audio at ``args['sr']`` Hz -> codes (T, 16) int64."""
+    audio = inputs[args["audio"]].float().numpy()
+    enc = codec.encode(audio, sr=int(args["sr"]))
+    return {"codes": enc.audio_codes[0].long()}, {}
+
+
+def op_xvector(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Speaker x-vector (enc_dim,) of mono audio; other rates go through the official librosa resample first."""
+    audio = inputs[args["audio"]].float().numpy()
+    sr = int(args["sr"])
+    if args.get("via_prompt") or sr != 24000:
+        items = tts.create_voice_clone_prompt(ref_audio=(audio, sr), x_vector_only_mode=True)
+        return {"xvector": items[0].ref_spk_embedding.float()}, {}
+    return {"xvector": tts.model.extract_speaker_embedding(audio, sr).float()}, {}
+
+
+def op_save(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """``save_pretrained`` of the official model into ``args['out_dir']``, completed into a loadable checkpoint.
+
+    The official config cannot be saved as a diff (``to_diff_dict`` raises KeyError 'dtype' on its nested configs), so
+    config.json is written in full. save_pretrained writes model.safetensors and an HF-style generation_config.json;
+    the tokenizer files, the official plain-dict generation_config.json and speech_tokenizer/ are copied from
+    ``args['source']`` (the loaded checkpoint) because the official model does not save them.
+    """
+    out_dir = Path(args["out_dir"])
+    model = tts.model
+
+    def save_config_in_full(config: Any, save_directory: str, **_: Any) -> None:
+        config.to_json_file(str(Path(save_directory) / "config.json"), use_diff=False)
+
+    # Patched on the class: an instance attribute would itself be serialised into config.json.
+    with _patched(type(model.config), "save_pretrained", save_config_in_full):
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+    written = sorted(p.name for p in out_dir.iterdir())
+    source = Path(args["source"])
+    for item in source.iterdir():
+        if item.name in ("config.json", "model.safetensors"):
+            continue
+        target = out_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    return {}, {"out_dir": str(out_dir), "written_by_save_pretrained": written}
