@@ -273,3 +273,33 @@ def op_save(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, d
         else:
             shutil.copy2(item, target)
     return {}, {"out_dir": str(out_dir), "written_by_save_pretrained": written}
+
+
+def _compare_state(module: Any, file: Path) -> dict[str, list[str]]:
+    """Keys missing from / unexpected in ``file`` and keys whose loaded values differ from the file's tensors."""
+    from safetensors.torch import load_file
+
+    loaded = module.state_dict()
+    stored = load_file(str(file))
+    return {
+        "missing": sorted(set(loaded) - set(stored)),
+        "unexpected": sorted(set(stored) - set(loaded)),
+        "mismatched": sorted(
+            k
+            for k in set(loaded) & set(stored)
+            if loaded[k].shape != stored[k].shape or not torch.equal(loaded[k].float(), stored[k].float())
+        ),
+    }
+
+
+def op_weights_check(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """How the official from_pretrained loaded a checkpoint: HF silently random-inits missing keys and drops
+    unexpected ones, so compare its state dicts (model and speech tokenizer) with the files, key by key."""
+    source = Path(args["source"])
+    meta = {"model": _compare_state(tts.model, source / "model.safetensors")}
+    codec = tts.model.speech_tokenizer.model
+    meta["speech_tokenizer"] = _compare_state(codec, source / "speech_tokenizer" / "model.safetensors")
+    meta["tts_model_type"] = tts.model.tts_model_type
+    meta["speakers"] = sorted(tts.get_supported_speakers() or [])
+    meta["languages"] = sorted(tts.get_supported_languages() or [])
+    return {}, meta

@@ -30,7 +30,7 @@ from typing import Any
 
 log = logging.getLogger("oracle.runner")
 
-MODEL_OPS = ("prompt", "generate", "xvector", "save")
+MODEL_OPS = ("prompt", "generate", "xvector", "save", "weights_check")
 CODEC_OPS = ("decode", "encode")
 
 
@@ -71,7 +71,7 @@ def _run_job(loader: _Loader, job: dict[str, Any], inputs: dict[str, Any]) -> tu
         raise ValueError(f"unknown op {op!r}; allowed: {MODEL_OPS + CODEC_OPS}")
     target = loader.codec(job["checkpoint"]) if op in CODEC_OPS else loader.model(job["checkpoint"])
     args = dict(job.get("args", {}))
-    if op == "save":
+    if op in ("save", "weights_check"):
         args.setdefault("source", job["checkpoint"])
     return getattr(official_ops, f"op_{op}")(target, args, inputs)
 
