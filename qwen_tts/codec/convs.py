@@ -29,7 +29,7 @@ def with_history(owner: nn.Module, x: torch.Tensor, size: int, state: StreamStat
         prev = x.new_zeros(x.shape[0], x.shape[1], size)
     x = torch.cat([prev, x], dim=-1)
     if state is not None:
-        state[owner] = x[..., x.shape[-1] - size :]
+        state[owner] = x[..., x.shape[-1] - size :].clone()  # clone: a view would pin the whole chunk in memory
     return x
 
 

@@ -5,7 +5,7 @@ preprocessor_config.json that both our ``Codec`` and the official package load. 
 transformers ``MimiModel`` (the official encoder is a MimiModel without its decoder half); decoder weights from our
 ``CodecDecoder``, whose parameter names are the official keys. The init is deterministic for a seed: fan-in scaled
 weights, N(0, 1) codebooks, positive ``cluster_usage``, norms near 1, and the last vocoder conv rescaled so the waveform
-std is about 0.25 (a plain random init clips almost every sample at the final clamp).
+std is about 0.25 (a plain random init clips almost every sample at the final clamp), with vocoder activations kept O(1).
 ``size="full"`` uses the released checkpoint's dimensions (for GPU speed tests).
 """
 
@@ -120,19 +120,36 @@ def _init_module(module: torch.nn.Module, gen: torch.Generator) -> None:
             _init_tensor(name, tensor.data, gen, transposed)
 
 
-def _rescale_output(decoder: CodecDecoder, gen: torch.Generator) -> None:
-    """Scale the last conv so the pre-clamp waveform of random codes has std TARGET_WAVE_STD."""
-    cfg = decoder.config
-    codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, 25), generator=gen)
-    last = decoder.decoder[-1].conv
-    with torch.no_grad():
-        captured: dict[str, torch.Tensor] = {}
-        handle = last.register_forward_hook(lambda _m, _i, out: captured.setdefault("y", out))
+def _output_std(decoder: CodecDecoder, module: torch.nn.Module, codes: torch.Tensor) -> float:
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
         decoder(codes)
+    finally:
         handle.remove()
-        factor = TARGET_WAVE_STD / float(captured["y"].std())
-        last.weight.mul_(factor)
-        last.bias.mul_(factor)
+    return float(captured[0].std())
+
+
+def _normalise_vocoder(decoder: CodecDecoder, gen: torch.Generator) -> None:
+    """Data-driven rescaling (LSUV-style) so vocoder activations stay O(1) like a trained one.
+
+    With plain fan-in init, SnakeBeta's sin^2 offsets pile up through the residual units until activations reach
+    ~100 before the last conv; sin(100 * a) then turns float rounding into 1e-4 output noise. Each upsampling conv is
+    scaled to output std 1, each residual branch to std 0.3, and the last conv to the target waveform std.
+    """
+    cfg = decoder.config
+    frames = 25 if cfg.decoder_dim <= 256 else 3
+    codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, frames), generator=gen)
+    targets: list[tuple[torch.nn.Module, float]] = [(decoder.decoder[0].conv, 1.0)]
+    for block in decoder.decoder[1:-2]:
+        targets.append((block.block[1].conv, 1.0))
+        targets += [(unit.conv2.conv, 0.3) for unit in block.block[2:]]
+    targets.append((decoder.decoder[-1].conv, TARGET_WAVE_STD))
+    with torch.no_grad():
+        for conv, target in targets:
+            factor = target / _output_std(decoder, conv, codes)
+            conv.weight.mul_(factor)
+            conv.bias.mul_(factor)
 
 
 def build_decoder(cfg: CodecDecoderConfig, seed: int = 0) -> CodecDecoder:
@@ -140,7 +157,7 @@ def build_decoder(cfg: CodecDecoderConfig, seed: int = 0) -> CodecDecoder:
     gen = torch.Generator().manual_seed(seed)
     decoder = CodecDecoder(cfg)
     _init_module(decoder, gen)
-    _rescale_output(decoder, gen)
+    _normalise_vocoder(decoder, gen)
     return decoder
 
 

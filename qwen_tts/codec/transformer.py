@@ -47,7 +47,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention (no q/k norm) with RoPE and a boolean sliding-window mask."""
+    """Multi-head attention (no q/k norm) with RoPE over a sliding window of the last `sliding_window` frames."""
 
     def __init__(self, cfg: CodecDecoderConfig):
         super().__init__()
@@ -62,13 +62,9 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=bias)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
-        state: StreamState | None,
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor, state: StreamState | None
     ) -> torch.Tensor:
-        """x: (B, T, hidden); rope cos/sin: (T, head_dim); mask: (T, cached + T) bool, True = attend."""
+        """x (B, T, hidden); rope cos/sin (T, head_dim); valid (T, window) bool key slots -> (B, T, hidden)."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -76,18 +72,32 @@ class Attention(nn.Module):
         cos, sin = rope
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        cached = state.get(self) if state is not None else None
+        if cached is None:  # the frames before the first one are zeros that the mask hides
+            cached = (k.new_zeros(b, self.num_kv_heads, self.cache_frames, self.head_dim),) * 2
+        k = torch.cat([cached[0], k], dim=2)  # (B, nkv, window - 1 + T, hd)
+        v = torch.cat([cached[1], v], dim=2)
         if state is not None:
-            cached = state.get(self)
-            if cached is not None:
-                k = torch.cat([cached[0], k], dim=2)
-                v = torch.cat([cached[1], v], dim=2)
-            keep = min(self.cache_frames, k.shape[2])
-            state[self] = (k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :])
+            state[self] = (k[:, :, t:].clone(), v[:, :, t:].clone())
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return self.o_proj(self._windowed(q, k, v, valid).transpose(1, 2).reshape(b, t, -1))
+
+    def _windowed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each query attends to exactly its own window of keys.
+
+        q (B, nh, T, hd); k, v (B, nh, window - 1 + T, hd) -> (B, nh, T, hd). Computing every query against its
+        own gathered window (rather than one masked T x T product) makes the arithmetic per frame identical however
+        the frames are chunked, so streaming is bitwise equal to the one-shot pass.
+        """
+        window = self.cache_frames + 1
+        k_win = k.unfold(2, window, 1)  # (B, nh, T, hd, window)
+        v_win = v.unfold(2, window, 1)
+        scores = (q.unsqueeze(-2) @ k_win).squeeze(-2) * self.head_dim**-0.5  # (B, nh, T, window)
+        scores = scores.masked_fill(~valid, float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        return (probs.unsqueeze(-2) @ v_win.transpose(-1, -2)).squeeze(-2)
 
 
 class MLP(nn.Module):
@@ -113,8 +123,8 @@ class TransformerLayer(nn.Module):
         self.self_attn_layer_scale = LayerScale(cfg.hidden_size, cfg.layer_scale_initial_scale)
         self.mlp_layer_scale = LayerScale(cfg.hidden_size, cfg.layer_scale_initial_scale)
 
-    def forward(self, x: torch.Tensor, rope, mask: torch.Tensor, state: StreamState | None) -> torch.Tensor:
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), rope, mask, state))
+    def forward(self, x: torch.Tensor, rope, valid: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), rope, valid, state))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -139,22 +149,16 @@ class PreTransformer(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def window_mask(self, start: int, length: int, cached: int, device: torch.device) -> torch.Tensor:
-        """(length, cached + length) bool: query at start+i may see key positions in (start+i-window, start+i]."""
-        q = torch.arange(start, start + length, device=device)[:, None]
-        k = torch.arange(start - cached, start + length, device=device)[None, :]
-        return (k <= q) & (k > q - self.window)
-
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         start = int(state.get(self, 0)) if state is not None else 0
-        cached = min(start, self.window - 1)
         t = x.shape[1]
         positions = torch.arange(start, start + t, device=x.device)
         rope = self.rope(positions, x.dtype)
-        mask = self.window_mask(start, t, cached, x.device)
+        # Window slot j of the query at p holds frame p - window + 1 + j; slots before frame 0 are zero padding.
+        valid = (positions[:, None] - self.window + 1 + torch.arange(self.window, device=x.device)[None, :]) >= 0
         h = self.input_proj(x)
         for layer in self.layers:
-            h = layer(h, rope, mask, state)
+            h = layer(h, rope, valid, state)
         if state is not None:
             state[self] = start + t
         return self.output_proj(self.norm(h))

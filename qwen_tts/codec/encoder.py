@@ -1,0 +1,43 @@
+"""Codec encoder: 24 kHz mono audio -> (T, 16) codes, by transformers' ``MimiModel`` built from ``encoder_config``.
+
+The official encoder is a MimiModel with its decoder half removed; its weights sit under ``encoder.*`` with Mimi's own
+names. It runs the whole RVQ (32 quantizers in the release) and keeps the first ``encoder_valid_num_quantizers``.
+Items of a batch are right-padded with zeros (as the official feature extractor does) and each keeps
+ceil(valid_samples / 1920) frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_DROPPED = ("upsample", "decoder_transformer", "decoder")
+
+
+def build_encoder(encoder_config: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A MimiModel without its decoder half, loaded strictly from ``state`` (keys without the ``encoder.`` prefix)."""
+    from transformers import MimiConfig, MimiModel
+
+    model = MimiModel(MimiConfig(**encoder_config))
+    for name in _DROPPED:  # never used for encoding; the checkpoint has no weights for them
+        setattr(model, name, None)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@torch.inference_mode()
+def encode_batch(
+    encoder: torch.nn.Module, waves: list[torch.Tensor], num_quantizers: int, samples_per_frame: int
+) -> list[torch.Tensor]:
+    """waves: list of (N_i,) float32 at 24 kHz -> list of (ceil(N_i / samples_per_frame), num_quantizers) int64."""
+    param = next(encoder.parameters())
+    longest = max(w.shape[0] for w in waves)
+    batch = torch.zeros(len(waves), 1, longest, dtype=param.dtype, device=param.device)
+    for i, w in enumerate(waves):
+        batch[i, 0, : w.shape[0]] = w.to(device=param.device, dtype=param.dtype)
+    codes = encoder.encode(input_values=batch, return_dict=True).audio_codes[:, :num_quantizers]  # (B, K, T)
+    return [codes[i, :, : -(-w.shape[0] // samples_per_frame)].transpose(0, 1).long() for i, w in enumerate(waves)]
