@@ -38,8 +38,8 @@ def check_codes(codes: torch.Tensor, num_quantizers: int, codebook_size: int, al
         raise ValueError(f"code value {int(bad)} is out of range; codes must be in {allowed}")
     if low == -1:
         frames = codes.reshape(-1, codes.shape[-2], num_quantizers)
-        is_pad = frames[..., 0] == -1  # (B, T)
-        if not bool(((frames == -1).all(-1) == is_pad).all()):
+        is_pad = (frames == -1).all(-1)  # (B, T)
+        if bool(((frames == -1).any(-1) & ~is_pad).any()):
             raise ValueError("a padding frame must be -1 in all codebooks, and a real frame must have no -1")
         if bool((is_pad[:, :-1] & ~is_pad[:, 1:]).any()):
             raise ValueError("-1 padding frames must come after all real frames of an item")
