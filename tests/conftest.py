@@ -16,3 +16,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# Tiny random Qwen3-TTS checkpoints (MODEL helper): built once per session with `qwen_tts.tiny`.
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory: pytest.TempPathFactory):
+    """build(model_type, seed=0, eos="normal") -> Path of a tiny checkpoint folder, cached for the session."""
+    from qwen_tts.tiny import write_tiny_checkpoint
+
+    built: dict[tuple[str, int, str], object] = {}
+
+    def build(model_type: str, seed: int = 0, eos: str = "normal"):
+        key = (model_type, seed, eos)
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"tiny_{model_type}_{seed}_{eos}")
+            built[key] = write_tiny_checkpoint(folder, model_type, seed=seed, eos=eos)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_custom_voice(tiny_factory):
+    return tiny_factory("custom_voice")
+
+
+@pytest.fixture(scope="session")
+def tiny_voice_design(tiny_factory):
+    return tiny_factory("voice_design")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_factory):
+    return tiny_factory("base")
