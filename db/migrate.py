@@ -1,0 +1,78 @@
+"""Alembic, driven from code: the migrations ship inside the `db` package, so no alembic.ini is needed.
+
+`upgrade_async(engine)` runs inside the bot's event loop (alembic itself is synchronous, so it runs through
+`AsyncConnection.run_sync`); `upgrade(url)` and `current(url)` are the blocking forms for the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations folder has no revisions"
+    return head
+
+
+async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply every pending migration on `engine` in one transaction."""
+
+    def run(sync_connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_connection  # env.py uses it instead of opening its own engine
+        command.upgrade(cfg, revision)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def current_async(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        return await connection.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+def upgrade(url: str) -> None:
+    from db.engine import create_engine
+
+    async def go() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade_async(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def current(url: str) -> str | None:
+    from db.engine import create_engine
+
+    async def go() -> str | None:
+        engine = create_engine(url)
+        try:
+            return await current_async(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
