@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from discord.player import AudioPlayer
+
+from bot.voice_source import FRAME_BYTES, SILENCE, PCMStreamSource, StereoUpsampler, upsample_utterance
+
+
+def _s16(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)
+
+
+@pytest.mark.parametrize("n", [1, 479, 480, 24_000, 24_001])
+def test_upsample_doubles_length_and_duplicates_channels(n: int) -> None:
+    audio = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / 24_000)).astype(np.float32)
+    stereo = _s16(upsample_utterance(audio))
+    assert stereo.shape == (2 * n, 2)
+    assert np.array_equal(stereo[:, 0], stereo[:, 1])
+
+
+def test_upsample_keeps_the_tone_and_level() -> None:
+    t = np.arange(24_000) / 24_000
+    stereo = _s16(upsample_utterance((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)))
+    left = stereo[:, 0].astype(np.float64) / 32767
+    spectrum = np.abs(np.fft.rfft(left))
+    assert np.argmax(spectrum) * 48_000 / len(left) == pytest.approx(440, abs=2)
+    assert np.sqrt(np.mean(left[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+
+
+def test_upsample_clips_instead_of_wrapping() -> None:
+    loud = np.full(2400, 3.0, dtype=np.float32)
+    loud[::2] = -3.0  # full-scale square at Nyquist would ring; clipping must still saturate, never wrap
+    left = _s16(upsample_utterance(loud))[:, 0]
+    assert left.max() <= 32767 and left.min() >= -32767
+    flat = _s16(upsample_utterance(np.full(2400, 2.0, dtype=np.float32)))[:, 0]
+    assert (flat[200:-200] == 32767).all()
+
+
+def test_streaming_upsample_equals_whole_utterance() -> None:
+    rng = np.random.default_rng(0)
+    audio = (0.2 * rng.standard_normal(10_000)).astype(np.float32)
+    up = StereoUpsampler()
+    pieces = [up.push(audio[i : i + 1920]) for i in range(0, len(audio), 1920)] + [up.finish()]
+    streamed = b"".join(pieces)
+    assert len(streamed) == 2 * len(audio) * 4
+    assert np.abs(_s16(streamed).astype(int) - _s16(upsample_utterance(audio)).astype(int)).max() <= 1
+
+
+def test_source_yields_exact_frames_then_pads_the_tail() -> None:
+    src = PCMStreamSource(prebuffer_s=0)
+    payload = bytes(range(256)) * 40  # 10240 bytes = 2 frames + 2560
+    src.feed("job", payload)
+    first, second = src.read(), src.read()
+    assert first == payload[:FRAME_BYTES] and second == payload[FRAME_BYTES : 2 * FRAME_BYTES]
+    assert src.read() == SILENCE  # tail not ended yet: wait, with silence, rather than send half a frame
+    src.end("job")
+    tail = src.read()
+    assert len(tail) == FRAME_BYTES and tail[:2560] == payload[2 * FRAME_BYTES :] and tail[2560:] == bytes(1280)
+    assert src.read() == SILENCE and src.playing_tag is None
+    assert src.audio_frames_read == 3
+
+
+def test_source_is_silent_at_once_while_waiting_and_ends_on_close() -> None:
+    src = PCMStreamSource()
+    t0 = time.perf_counter()
+    frames = [src.read() for _ in range(50)]
+    assert time.perf_counter() - t0 < 0.05  # never blocks the player thread
+    assert all(f == SILENCE for f in frames)
+    src.close()
+    assert src.read() == b""
+
+
+def test_prebuffer_holds_back_until_enough_or_ended() -> None:
+    src = PCMStreamSource(prebuffer_s=0.1)  # 5 frames
+    src.feed(1, b"\x01" * FRAME_BYTES * 3)
+    assert src.read() == SILENCE
+    src.feed(1, b"\x01" * FRAME_BYTES * 2)
+    assert src.read() != SILENCE
+    src2 = PCMStreamSource(prebuffer_s=0.1)
+    src2.feed(1, b"\x02" * FRAME_BYTES)
+    src2.end(1)  # a short utterance plays without waiting for the prebuffer
+    assert src2.read() == b"\x02" * FRAME_BYTES
+
+
+def test_drop_skips_one_tag_and_drop_all_silences_everything() -> None:
+    src = PCMStreamSource(prebuffer_s=0)
+    src.feed("a", b"\x0a" * FRAME_BYTES * 3)
+    src.feed("b", b"\x0b" * FRAME_BYTES * 2)
+    src.end("a")
+    assert src.read() == b"\x0a" * FRAME_BYTES
+    assert src.playing_tag == "a"
+    assert src.drop("a") == 2 * FRAME_BYTES
+    assert src.read() == b"\x0b" * FRAME_BYTES
+    src.drop_all()
+    assert src.read() == SILENCE and src.queued_seconds() == 0
+
+
+class FakeVoiceClient:
+    """Stands in for Discord's voice connection: records when each packet would have been sent."""
+
+    timeout = 1.0
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+        self.ws = self
+        self.client = self
+        self.loop = None
+
+    def is_connected(self) -> bool:
+        return True
+
+    def send_audio_packet(self, data: bytes, encode: bool = True) -> None:
+        self.sent.append((time.perf_counter(), data))
+
+    async def speak(self, _state) -> None:  # pragma: no cover - scheduled on a loop we never run
+        return None
+
+
+def test_real_player_keeps_a_steady_cadence_across_a_model_stall() -> None:
+    """discord.py's own AudioPlayer reading our source while the producer stalls for 0.5 s: no burst afterwards."""
+    src = PCMStreamSource(prebuffer_s=0)
+    voice = FakeVoiceClient()
+    player = AudioPlayer(src, voice)  # type: ignore[arg-type]
+    player._speak = lambda _state: None  # no event loop behind the fake voice client
+    player.start()
+
+    def produce() -> None:
+        src.feed(1, b"\x11" * FRAME_BYTES * 10)
+        time.sleep(0.5)  # the "GPU" is slow here
+        src.feed(1, b"\x11" * FRAME_BYTES * 10)
+        src.end(1)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join()
+    time.sleep(0.4)
+    src.close()
+    player.join(2)
+    times = np.array([t for t, d in voice.sent if len(d) == FRAME_BYTES])
+    audio = [d for _, d in voice.sent if d == b"\x11" * FRAME_BYTES]
+    gaps = np.diff(times) * 1000
+    assert len(audio) == 20
+    assert len(times) >= 40  # silence filled the stall instead of blocking
+    assert (gaps < 5).sum() <= 2, f"burst: {np.sort(gaps)[:10]}"
+    assert np.median(gaps) == pytest.approx(20, abs=2)
