@@ -208,8 +208,12 @@ def test_checkpoint_uses_official_key_names(tmp_path: Path) -> None:
     )
 
 
-def test_tiny_codec_is_deterministic(tmp_path: Path) -> None:
+def test_tiny_codec_is_deterministic_and_leaves_global_rng_alone(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
     a = (write_tiny_codec(tmp_path / "a", seed=0) / "model.safetensors").read_bytes()
+    assert torch.equal(torch.rand(3), expected)
     b = (write_tiny_codec(tmp_path / "b", seed=0) / "model.safetensors").read_bytes()
     c = (write_tiny_codec(tmp_path / "c", seed=1) / "model.safetensors").read_bytes()
     assert a == b and a != c

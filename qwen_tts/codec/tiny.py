@@ -155,7 +155,8 @@ def _normalise_vocoder(decoder: CodecDecoder, gen: torch.Generator) -> None:
 def build_decoder(cfg: CodecDecoderConfig, seed: int = 0) -> CodecDecoder:
     """A CodecDecoder with the deterministic tiny-checkpoint init."""
     gen = torch.Generator().manual_seed(seed)
-    decoder = CodecDecoder(cfg)
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG: leave the caller's alone
+        decoder = CodecDecoder(cfg)
     _init_module(decoder, gen)
     _normalise_vocoder(decoder, gen)
     return decoder
@@ -165,8 +166,9 @@ def build_encoder_state(encoder_config: dict, seed: int = 0) -> dict[str, torch.
     """State dict (without the ``encoder.`` prefix) of a MimiModel encoder half with the deterministic init."""
     from transformers import MimiConfig, MimiModel
 
-    torch.manual_seed(seed)  # MimiModel's own init draws from the global RNG; ours overwrites every tensor anyway
-    model = MimiModel(MimiConfig(**encoder_config))
+    with torch.random.fork_rng(devices=[]):  # MimiModel's own init draws from the global RNG: leave the caller's alone
+        torch.manual_seed(seed)
+        model = MimiModel(MimiConfig(**encoder_config))
     gen = torch.Generator().manual_seed(seed + 1)
     _init_module(model, gen)
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(_ENCODER_DROPPED)}
