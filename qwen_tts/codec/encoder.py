@@ -25,7 +25,10 @@ def build_encoder(encoder_config: dict[str, Any], state: dict[str, torch.Tensor]
     model = MimiModel(MimiConfig(**encoder_config))
     for name in _DROPPED:  # never used for encoding; the checkpoint has no weights for them
         setattr(model, name, None)
-    model.load_state_dict(state, strict=True)
+    unused = {k for k in state if k.split(".", 1)[0] in _DROPPED}
+    if unused:  # a checkpoint saved from a full MimiModel: the official loader ignores these too
+        log.info("ignoring %d Mimi decoder-half tensors (e.g. %s)", len(unused), min(unused))
+    model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
     return model.eval()
 
 
