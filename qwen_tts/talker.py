@@ -59,7 +59,6 @@ class Talker(nn.Module):
 
     def frame_embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (..., 16) -> sum of the 16 codebook embeddings (..., H): the talker input for one frame."""
-        total = self.codec_embed(codes[..., 0])
-        for g in range(1, self.config.num_code_groups):
-            total = total + self.code_predictor.embed(g, codes[..., g])
-        return total
+        parts = [self.codec_embed(codes[..., 0])]
+        parts += [self.code_predictor.embed(g, codes[..., g]) for g in range(1, self.config.num_code_groups)]
+        return torch.stack(parts, dim=-2).sum(dim=-2)  # one reduction, the same summation order as the official code

@@ -1,0 +1,183 @@
+"""Frame generator: talker + code predictor with static KV caches, yielding one 16-code frame per step.
+
+Per step (as the official loop): the talker hidden that produced codebook 0 (``past_hidden``) and ``C(c0)`` start the
+code predictor, whose cache restarts every frame; it samples codebooks 1..15. The frame's 16 embeddings are summed,
+the next trailing text embedding (or ``tts_pad``) is added, and one talker position gives the logits of the next c0.
+Generation stops on EOS (per row; the frame with EOS is not emitted) or after ``max_frames`` frames.
+
+The talker cache holds the left-padded prompt at slots 0..L-1 and step k at slot L+k; RoPE positions count real
+tokens only (cumsum of the mask - 1), so a padded row behaves exactly as if it ran alone.
+``Stepper`` is the eager reference; ``qwen_tts.fast`` swaps in CUDA-graph versions of the same three calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from qwen_tts.model import Qwen3TTSModel
+from qwen_tts.prompt import TalkerInputs
+from qwen_tts.sampling import SamplingParams, choose, subtalker_scores, suppress_mask, talker_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    """One generation step: codes (B, 16) int64 (rows already finished are -1), active (B,) bool, hidden (B, H)."""
+
+    codes: torch.Tensor
+    active: torch.Tensor
+    hidden: torch.Tensor
+
+
+class Stepper:
+    """The three model calls of the loop, eager PyTorch (the numerical reference)."""
+
+    def __init__(self, model: Qwen3TTSModel, inputs: TalkerInputs, cache_len: int):
+        self.model = model
+        self.talker = model.talker
+        batch, prompt_len = inputs.mask.shape
+        if prompt_len >= cache_len:
+            raise ValueError(
+                f"the prompt has {prompt_len} positions but the cache holds {cache_len}; shorten the text "
+                f"(or instruct / reference) or raise max_cache_len"
+            )
+        self.prompt_len, self.cache_len = prompt_len, cache_len
+        self.cache = self.talker.model.new_cache(batch, cache_len)
+        self.cp_cache = self.talker.code_predictor.new_cache(batch)
+        self.padded = not bool(inputs.mask.all())
+        self.valid = torch.ones(batch, cache_len, dtype=torch.bool, device=inputs.mask.device)
+        self.valid[:, :prompt_len] = inputs.mask
+        self.lengths = inputs.mask.sum(dim=1, keepdim=True)  # (B, 1) real prompt tokens per row
+        self.inputs = inputs
+
+    def prefill(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logits (B, vocab), hidden (B, H)) at the last prompt position."""
+        inputs = self.inputs
+        if self.padded:
+            positions = (inputs.mask.long().cumsum(dim=1) - 1).clamp(min=0)
+            n = self.prompt_len
+            causal = torch.ones(n, n, dtype=torch.bool, device=positions.device).tril()
+            mask = (causal[None] & inputs.mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=positions.device)
+            h = self.talker.model.run_layers(inputs.embeds, positions, mask[:, None], self.cache, 0)
+        else:
+            h = self.talker.model.run_layers(inputs.embeds, None, None, self.cache, 0)
+        last = h[:, -1]
+        return self.talker.codec_head(last), last
+
+    def predict(
+        self, past_hidden: torch.Tensor, c0: torch.Tensor, params: SamplingParams, gen: torch.Generator | None
+    ) -> torch.Tensor:
+        """past_hidden (B, H), c0 (B,) -> codes (B, 16); the predictor cache restarts at slot 0."""
+        cp, greedy = self.talker.code_predictor, params.subtalker_greedy
+        embeds = torch.stack((past_hidden, self.talker.codec_embed(c0)), dim=1)
+        logits = cp.step(embeds, self.cp_cache, 0, 0)
+        code = logits.argmax(dim=-1) if greedy else choose(subtalker_scores(logits, params), False, gen)
+        codes = [c0, code]
+        for j in range(1, cp.num_steps):
+            logits = cp.step(cp.embed(j, code)[:, None], self.cp_cache, j + 1, j)
+            code = logits.argmax(dim=-1) if greedy else choose(subtalker_scores(logits, params), False, gen)
+            codes.append(code)
+        return torch.stack(codes, dim=1)
+
+    def talker_step(self, codes: torch.Tensor, text: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``step`` (0-based) codes (B, 16) + its text embedding (B, H) -> (logits (B, vocab), hidden (B, H))."""
+        slot = self.prompt_len + step
+        x = (self.talker.frame_embed(codes) + text)[:, None]
+        if self.padded:
+            positions = self.lengths + step
+            mask = self.valid[:, None, None, : slot + 1]
+            h = self.talker.model.run_layers(x, positions, mask, self.cache, slot)
+        else:
+            h = self.talker.model.run_layers(x, None, None, self.cache, slot)
+        last = h[:, -1]
+        return self.talker.codec_head(last), last
+
+
+def default_cache_len(inputs: TalkerInputs, max_frames: int, limit: int) -> int:
+    """Slots for the prompt plus every frame, at most ``limit`` (the model's max positions or a user cap)."""
+    return min(inputs.mask.shape[1] + max_frames + 1, limit)
+
+
+@torch.inference_mode()
+def generate_frames(
+    model: Qwen3TTSModel,
+    inputs: TalkerInputs,
+    params: SamplingParams,
+    max_frames: int,
+    generator: torch.Generator | None = None,
+    cache_len: int | None = None,
+    stepper: Stepper | None = None,
+) -> Iterator[Frame]:
+    """Yield frames as they are produced until every row hit EOS or ``max_frames`` frames were yielded."""
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    tc = model.config.talker_config
+    limit = tc.max_position_embeddings
+    if cache_len is None:
+        cache_len = default_cache_len(inputs, max_frames, limit)
+    step_impl = stepper or Stepper(model, inputs, cache_len)
+    eos = tc.codec_eos_token_id
+    suppressed = suppress_mask(tc.vocab_size, eos, inputs.embeds.device)
+    batch = inputs.mask.shape[0]
+    history = torch.empty(batch, 0, dtype=torch.long, device=inputs.embeds.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=inputs.embeds.device)
+    logits, hidden = step_impl.prefill()
+    frames_room = step_impl.cache_len - step_impl.prompt_len
+    for step in range(max_frames):
+        c0 = choose(talker_scores(logits, history, step, params, suppressed, eos), params.talker_greedy, generator)
+        finished = finished | (c0 == eos)
+        if bool(finished.all()):
+            return
+        codes = step_impl.predict(hidden, c0, params, generator)
+        yield Frame(codes=codes.masked_fill(finished[:, None], -1), active=~finished, hidden=hidden)
+        if step + 1 == max_frames:
+            return
+        if step + 1 >= frames_room:
+            log.warning("stopping after %d frames: the KV cache (%d slots) is full", step + 1, step_impl.cache_len)
+            return
+        history = torch.cat((history, c0[:, None]), dim=1)
+        text = inputs.trailing[:, step] if step < inputs.trailing.shape[1] else inputs.pad_embed.expand(batch, -1)
+        logits, hidden = step_impl.talker_step(codes, text, step)
+
+
+@torch.inference_mode()
+def prefill_logits(model: Qwen3TTSModel, inputs: TalkerInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, vocab), hidden (B, H)) after the prompt: the first codebook-0 distribution, for parity checks."""
+    return Stepper(model, inputs, inputs.mask.shape[1] + 1).prefill()
+
+
+@torch.inference_mode()
+def reference_greedy_codes(model: Qwen3TTSModel, inputs: TalkerInputs, frames: int) -> torch.Tensor:
+    """No-cache greedy reference for one unpadded prompt: every step recomputes the whole sequence. (frames, 16).
+
+    Slow on purpose (quadratic); it checks the cached generator. Stops early at EOS like the generator.
+    """
+    talker, tc = model.talker, model.config.talker_config
+    if not bool(inputs.mask.all()) or inputs.mask.shape[0] != 1:
+        raise ValueError("reference_greedy_codes takes one unpadded prompt")
+    params = SamplingParams.greedy()
+    suppressed = suppress_mask(tc.vocab_size, tc.codec_eos_token_id, inputs.embeds.device)
+    seq, history, out = inputs.embeds, torch.empty(1, 0, dtype=torch.long), []
+    for step in range(frames):
+        h = talker.model.run_layers(seq, None)
+        logits = talker.codec_head(h[:, -1])
+        c0 = talker_scores(logits, history, step, params, suppressed, tc.codec_eos_token_id).argmax(-1)
+        if int(c0) == tc.codec_eos_token_id:
+            break
+        codes = [c0]
+        for g in range(1, tc.num_code_groups):
+            partial = torch.zeros(1, tc.num_code_groups, dtype=torch.long)
+            partial[0, :g] = torch.cat(codes)
+            cp_logits = talker.code_predictor.full_logits(h[:, -1], partial, talker.codec_embed(c0))
+            codes.append(cp_logits[:, g - 1].argmax(-1))
+        frame = torch.cat(codes)[None]
+        out.append(frame[0])
+        history = torch.cat((history, c0[:, None]), dim=1)
+        text = inputs.trailing[:, step] if step < inputs.trailing.shape[1] else inputs.pad_embed[None]
+        seq = torch.cat((seq, (talker.frame_embed(frame) + text)[:, None]), dim=1)
+    return torch.stack(out) if out else torch.empty(0, tc.num_code_groups, dtype=torch.long)
