@@ -1,0 +1,129 @@
+"""The inference worker: one asyncio task per GPU, the only code that drives that GPU's engine.
+
+Jobs come from the shared `JobQueue`. Each job's `work(job, worker)` coroutine runs on the event loop and pushes its
+blocking model steps to `worker.compute(fn, ...)`, which runs them one at a time on this worker's single dedicated
+thread (so the model is never used from two threads, and the loop never blocks). A job ends when its work returns,
+raises, is cancelled (`/stop`, `/skip`: the worker stops waiting at once, and the compute thread sees
+`job.cancel_event` at its next step) or runs past `job_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from bot.jobs import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class JobTimeout(Exception):
+    pass
+
+
+class InferenceWorker:
+    def __init__(self, queue: JobQueue, *, device: str, job_timeout_s: float, name: str = "gpu0") -> None:
+        self.queue = queue
+        self.device = device
+        self.name = name
+        self.job_timeout_s = job_timeout_s
+        self.current: Job | None = None
+        self.engines: dict[str, Any] = {}  # engine cache owned by this worker, filled lazily by the jobs
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compute-{name}")
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self._task is None, "worker already started"
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"worker-{self.name}")
+
+    async def close(self) -> None:
+        """Cancel the running job, stop taking jobs, and wait for the compute thread to finish its step."""
+        if self.current is not None:
+            self.queue.cancel(self.current)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self.engines.clear()
+
+    # -- what jobs call ----------------------------------------------------------------------------------------------
+
+    async def compute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one blocking model step on this worker's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            job = await self.queue.get()
+            self.current = job
+            try:
+                await self._run(job)
+            finally:
+                self.current = None
+
+    async def _run(self, job: Job) -> None:
+        if job.on_start is not None:
+            try:
+                job.on_start(job)
+            except Exception:
+                log.exception("on_start of job %s failed", job.id)
+        task = asyncio.get_running_loop().create_task(self._work(job), name=f"job-{job.id}")
+        state, outcome = await self._supervise(job, task)
+        await self._drain_thread()
+        self.queue.finish(job, state)
+        self._resolve(job, outcome)
+        log.info("job %s (%s, guild %s) ended: %s", job.id, job.label, job.guild_id, state)
+
+    async def _work(self, job: Job) -> Any:
+        return await job.work(job, self)
+
+    async def _supervise(self, job: Job, task: asyncio.Task) -> tuple[str, Any]:
+        """Wait for the work, a cancel request or the deadline; returns (state, result or exception or None)."""
+        cancel_waiter = asyncio.ensure_future(job.cancel_signal.wait())
+        try:
+            await asyncio.wait({task, cancel_waiter}, timeout=self.job_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancel_waiter.cancel()
+        if job.cancelled or not task.done():
+            timed_out = not job.cancelled
+            job.cancel_event.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if timed_out:
+                return "timeout", JobTimeout(f"the render took longer than {self.job_timeout_s:g} s")
+            return "cancelled", None
+        if task.cancelled():
+            return "cancelled", None
+        error = task.exception()
+        if error is not None:
+            log.error("job %s failed", job.id, exc_info=error)
+            return "failed", error
+        return "done", task.result()
+
+    @staticmethod
+    def _resolve(job: Job, outcome: Any) -> None:
+        if job.done is None or job.done.done():
+            return
+        if job.state == "cancelled":
+            job.done.cancel()
+        elif isinstance(outcome, BaseException):
+            job.done.set_exception(outcome)
+        else:
+            job.done.set_result(outcome)
+
+    async def _drain_thread(self) -> None:
+        # The compute thread may still be inside a cancelled job's step; wait for it so the next job owns the model.
+        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
