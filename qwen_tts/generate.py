@@ -103,7 +103,7 @@ def default_cache_len(inputs: TalkerInputs, max_frames: int, limit: int) -> int:
     return min(inputs.mask.shape[1] + max_frames + 1, limit)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate_frames(
     model: Qwen3TTSModel,
     inputs: TalkerInputs,
@@ -145,13 +145,13 @@ def generate_frames(
         logits, hidden = step_impl.talker_step(codes, text, step)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def prefill_logits(model: Qwen3TTSModel, inputs: TalkerInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (B, vocab), hidden (B, H)) after the prompt: the first codebook-0 distribution, for parity checks."""
     return Stepper(model, inputs, inputs.mask.shape[1] + 1).prefill()
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def reference_greedy_codes(model: Qwen3TTSModel, inputs: TalkerInputs, frames: int) -> torch.Tensor:
     """No-cache greedy reference for one unpadded prompt: every step recomputes the whole sequence. (frames, 16).
 

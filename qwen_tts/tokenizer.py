@@ -101,7 +101,8 @@ class TextTokenizer:
         from transformers import AutoTokenizer
 
         try:
-            hf = AutoTokenizer.from_pretrained(str(folder), padding_side="left")
+            # fix_mistral_regex=True as the official processor: it changes the split regex of the real 151k vocab.
+            hf = AutoTokenizer.from_pretrained(str(folder), padding_side="left", fix_mistral_regex=True)
         except (OSError, ValueError) as exc:
             raise ValueError(
                 f"cannot load the text tokenizer from {folder} ({exc}); the folder needs vocab.json + merges.txt "
