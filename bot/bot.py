@@ -1,0 +1,130 @@
+"""`NarratorBot`: the Discord session. It receives its services from the launcher (advanced_startup style), loads the
+cogs in `setup_hook`, syncs slash commands to the dev guild only, and maps every app-command error in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import UserError
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+INITIAL_EXTENSIONS = ("cogs.say", "cogs.voice", "cogs.voices", "cogs.settings", "cogs.admin")
+
+SORRY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
+
+
+def user_message(error: app_commands.AppCommandError) -> str | None:
+    """The ephemeral text for an error the user can act on, or None for an unexpected one."""
+    original = getattr(error, "original", error)
+    if isinstance(original, UserError):
+        return str(original)
+    if isinstance(error, app_commands.MissingPermissions):
+        needed = ", ".join(p.replace("_", " ") for p in error.missing_permissions)
+        return f"You need the {needed} permission to use this command."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        needed = ", ".join(p.replace("_", " ") for p in error.missing_permissions)
+        return f"I need the {needed} permission here to do that."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works in a server."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.CheckFailure):
+        return "You are not allowed to use this command here."
+    if isinstance(error, app_commands.TransformerError):
+        return f"`{error.value}` is not a valid value for this option."
+    return None
+
+
+class NarratorTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        message = user_message(error)
+        if message is None:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("unexpected error in /%s", command, exc_info=error)
+            message = SORRY
+        await reply_privately(interaction, message)
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    mentions = discord.AllowedMentions.none()
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True, allowed_mentions=mentions)
+        else:
+            await interaction.response.send_message(message, ephemeral=True, allowed_mentions=mentions)
+    except discord.HTTPException:
+        log.warning("could not send the error message for interaction %s", interaction.id, exc_info=True)
+
+
+class NarratorBot(commands.Bot):
+    services: Services
+
+    def __init__(self, services: Services, *, sync_commands: bool = True, **options: Any) -> None:
+        settings = services.settings
+        intents = discord.Intents.default()  # guilds + voice_states: enough for slash commands and voice
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=NarratorTree,
+            owner_ids=set(settings.owner_ids) or None,
+            help_command=None,
+            **options,
+        )
+        self.services = services
+        self.settings = settings
+        self.sync_commands = sync_commands
+        self._background: set[asyncio.Task] = set()
+
+    async def setup_hook(self) -> None:
+        self.services.attach(self)
+        for extension in INITIAL_EXTENSIONS:
+            try:
+                await self.load_extension(extension)
+            except Exception:
+                log.exception("Failed to load extension %s.", extension)
+        self.services.start_workers()
+        if self.sync_commands and self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d commands to dev guild %s", len(synced), self.settings.dev_guild_id)
+        self.spawn(self._report_interrupted_renders())
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A background task that is kept alive, logged if it fails, and cancelled on close."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def on_ready(self) -> None:
+        log.info("Ready: %s (ID: %s) in %d guilds", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def _report_interrupted_renders(self) -> None:
+        await self.wait_until_ready()
+        await self.services.renders.report_interrupted(self)
+
+    async def close(self) -> None:
+        log.info("Shutting down: cancelling jobs, leaving voice")
+        for task in list(self._background):
+            task.cancel()
+        try:
+            await self.services.shutdown()
+        except Exception:
+            log.exception("service shutdown failed")
+        await super().close()

@@ -1,0 +1,135 @@
+"""Creating voices that need the model: cloning from a reference clip and designing from a description.
+
+Both validate everything they can first (name, consent, size, the clip itself via `qwen_tts.load_audio`), then run
+the model part as a job on an inference worker (the only owner of the GPU), then store the voice with its locked
+timbre (an x-vector from the Base checkpoint's speaker encoder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bot import narrate
+from bot.errors import BadAttachment, UserError
+from bot.jobs import Job
+from bot.voices import vector_bytes
+from db import repo
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+MIN_REFERENCE_SECONDS = 1.0
+AUDIO_HINT = "Upload a WAV, FLAC or OGG recording of one person speaking clearly"
+
+
+class IdentityService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+
+    # -- cloning -----------------------------------------------------------------------------------------------------
+
+    def check_upload(self, size: int, filename: str) -> None:
+        """Cheap checks before downloading an attachment."""
+        limit = self.settings.max_upload_bytes
+        if size > limit:
+            raise BadAttachment(
+                f"`{filename[:60]}` is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB. "
+                f"{AUDIO_HINT}, at most {self.settings.max_reference_seconds:g} s long."
+            )
+        if size == 0:
+            raise BadAttachment(f"`{filename[:60]}` is empty. {AUDIO_HINT}.")
+
+    async def decode_reference(self, data: bytes, filename: str) -> tuple[np.ndarray, int]:
+        from qwen_tts import AudioError, load_audio
+
+        if len(data) > self.settings.max_upload_bytes:
+            self.check_upload(len(data), filename)
+        try:
+            audio, sr = await asyncio.to_thread(load_audio, data, self.settings.max_reference_seconds)
+        except AudioError as exc:
+            raise BadAttachment(f"`{filename[:60]}` cannot be used: {exc}. {AUDIO_HINT}.") from None
+        if len(audio) < MIN_REFERENCE_SECONDS * sr:
+            raise BadAttachment(f"`{filename[:60]}` is shorter than {MIN_REFERENCE_SECONDS:g} s. {AUDIO_HINT}.")
+        return audio, sr
+
+    async def clone(
+        self, guild_id: int, admin_id: int, name: str, data: bytes, filename: str, transcript: str, consent: bool
+    ) -> repo.Voice:
+        if not consent:
+            raise UserError("Register a voice only with the speaker's consent: set `consent` to True to confirm it.")
+        if not transcript.strip():
+            raise UserError("Give the `transcript`: the exact words spoken in the clip.")
+        name = await self.services.voices.ensure_free(guild_id, admin_id, "guild", name)
+        audio, sr = await self.decode_reference(data, filename)
+        vector = await self._on_worker(guild_id, admin_id, "clone", lambda w: narrate.embed_reference(w, audio, sr))
+        clip = self.services.voices.clip_path(guild_id)
+        await asyncio.to_thread(_write_wav_atomic, clip, audio, sr)
+        new = repo.NewVoice(
+            guild_id=guild_id,
+            owner_id=admin_id,
+            scope="guild",
+            kind="cloned",
+            name=name,
+            model=self.settings.custom_voice_model,
+            ref_clip_path=str(clip),
+            transcript=transcript.strip(),
+            consent=True,
+            timbre=vector_bytes(vector),
+        )
+        return await self.services.voices.add(new)
+
+    # -- designing ---------------------------------------------------------------------------------------------------
+
+    async def design(self, guild_id: int, user_id: int, name: str, description: str, *, personal: bool) -> repo.Voice:
+        description = description.strip()
+        if not 3 <= len(description) <= 500:
+            raise UserError("Describe the voice in 3 to 500 characters, e.g. `a warm, low male voice, calm and slow`.")
+        scope = "personal" if personal else "guild"
+        name = await self.services.voices.ensure_free(guild_id, user_id, scope, name)
+        designed = await self._on_worker(guild_id, user_id, "design", lambda w: narrate.design(w, description))
+        clip = self.services.voices.clip_path(guild_id)
+        await asyncio.to_thread(_write_wav_atomic, clip, designed.audio, designed.sample_rate)
+        new = repo.NewVoice(
+            guild_id=guild_id,
+            owner_id=user_id,
+            scope=scope,
+            kind="designed",
+            name=name,
+            model=self.settings.custom_voice_model,
+            description=description,
+            ref_clip_path=str(clip),
+            timbre=vector_bytes(designed.vector),
+            seed=designed.seed,
+        )
+        return await self.services.voices.add(new, lock_for=user_id if personal else None)
+
+    # -- the worker round trip ---------------------------------------------------------------------------------------
+
+    async def _on_worker(self, guild_id: int, user_id: int, label: str, step):
+        async def work(job: Job, worker) -> object:
+            return await step(worker)
+
+        job = Job(guild_id, user_id, work, label=label)
+        self.services.queue.submit(job)
+        try:
+            return await job.done
+        except asyncio.CancelledError:
+            if job.state == "cancelled":
+                raise UserError("That was cancelled (by /stop or a shutdown); run the command again.") from None
+            raise
+
+
+def _write_wav_atomic(path, audio: np.ndarray, sample_rate: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(str(tmp), audio, sample_rate, subtype="PCM_16")
+    os.replace(tmp, path)

@@ -1,0 +1,151 @@
+"""Voice connections and the per-guild audio stream.
+
+`Playback` joins the caller's channel (or refuses politely when the caller is in none), keeps ONE long-lived
+`PCMStreamSource` playing per connected guild, and exposes `feed/end/skip/stop` keyed by job id. When the player ends
+on its own (the connection dropped), the source is forgotten; the next `feed` starts a new one if the bot is connected
+again, and `feed` returns False meanwhile so the render can tell its user and go on with the master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+
+from bot.errors import NotInVoice, UserError
+from bot.voice_source import BYTES_PER_SECOND, PCMStreamSource
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 20.0
+
+
+class Playback:
+    def __init__(self, client: discord.Client, *, prebuffer_s: float = 0.2) -> None:
+        self.client = client
+        self.prebuffer_s = prebuffer_s
+        self._sources: dict[int, PCMStreamSource] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    # -- connecting --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def caller_channel(member: discord.abc.User) -> discord.VoiceChannel | discord.StageChannel:
+        voice = getattr(member, "voice", None)
+        if voice is None or voice.channel is None:
+            raise NotInVoice("Join a voice channel first, then run the command again (or pass `channel:`).")
+        return voice.channel
+
+    async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
+        """Be connected to `channel` (joining or moving there) with the guild's stream playing."""
+        guild = channel.guild
+        async with self._locks.setdefault(guild.id, asyncio.Lock()):
+            vc = guild.voice_client
+            if isinstance(vc, discord.VoiceClient) and vc.is_connected():
+                if vc.channel.id != channel.id:
+                    await vc.move_to(channel)
+            else:
+                if vc is not None:  # a half-dead client from an earlier drop
+                    await vc.disconnect(force=True)
+                permissions = channel.permissions_for(guild.me)
+                if not (permissions.connect and permissions.speak):
+                    raise UserError(f"I need the Connect and Speak permissions in {channel.mention}.")
+                try:
+                    vc = await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)
+                except (asyncio.TimeoutError, discord.ClientException) as exc:
+                    log.warning("voice connect to %s failed: %r", channel.id, exc)
+                    raise UserError(f"I could not join {channel.mention}; try again in a moment.") from exc
+            self._ensure_playing(vc)
+            return vc
+
+    async def leave(self, guild: discord.Guild) -> bool:
+        source = self._sources.pop(guild.id, None)
+        if source is not None:
+            source.close()
+        vc = guild.voice_client
+        if vc is None:
+            return False
+        await vc.disconnect(force=True)
+        return True
+
+    async def leave_all(self) -> None:
+        for guild in list(self.client.guilds):
+            if guild.voice_client is not None:
+                try:
+                    await self.leave(guild)
+                except Exception:
+                    log.exception("leaving voice in guild %s failed", guild.id)
+
+    def is_alone(self, guild: discord.Guild) -> bool:
+        """True when the bot is connected and no human is left in its channel."""
+        vc = guild.voice_client
+        if vc is None or vc.channel is None:
+            return False
+        return not any(not m.bot for m in vc.channel.members)
+
+    # -- streaming ---------------------------------------------------------------------------------------------------
+
+    def feed(self, guild_id: int, tag: object, pcm: bytes) -> bool:
+        """Queue 48 kHz stereo s16 audio; False when the guild has no live voice connection (nothing is queued)."""
+        source = self._live_source(guild_id)
+        if source is None:
+            return False
+        source.feed(tag, pcm)
+        return True
+
+    def end(self, guild_id: int, tag: object) -> None:
+        source = self._sources.get(guild_id)
+        if source is not None:
+            source.end(tag)
+
+    def stop(self, guild_id: int) -> float:
+        """Silence the guild now; returns the seconds of audio dropped."""
+        source = self._sources.get(guild_id)
+        return source.drop_all() / BYTES_PER_SECOND if source is not None else 0.0
+
+    def skip(self, guild_id: int, tag: object) -> None:
+        source = self._sources.get(guild_id)
+        if source is not None:
+            source.drop(tag)
+
+    def playing_tag(self, guild_id: int) -> object | None:
+        source = self._sources.get(guild_id)
+        return source.playing_tag if source is not None else None
+
+    def source(self, guild_id: int) -> PCMStreamSource | None:
+        return self._sources.get(guild_id)
+
+    # -- internals ---------------------------------------------------------------------------------------------------
+
+    def _live_source(self, guild_id: int) -> PCMStreamSource | None:
+        guild = self.client.get_guild(guild_id)
+        vc = guild.voice_client if guild is not None else None
+        if not isinstance(vc, discord.VoiceClient) or not vc.is_connected():
+            return None
+        return self._ensure_playing(vc)
+
+    def _ensure_playing(self, vc: discord.VoiceClient) -> PCMStreamSource:
+        guild_id = vc.guild.id
+        source = self._sources.get(guild_id)
+        if source is not None and vc.is_playing() and vc.source is source:
+            return source
+        source = PCMStreamSource(prebuffer_s=self.prebuffer_s)
+        self._sources[guild_id] = source
+        loop = asyncio.get_running_loop()
+        # `after` runs in the player thread: hop back to the loop before touching our state.
+        vc.play(
+            source,
+            after=lambda error: loop.call_soon_threadsafe(self._player_ended, guild_id, source, error),
+            signal_type="voice",
+            bitrate=64,
+        )
+        return source
+
+    def _player_ended(self, guild_id: int, source: PCMStreamSource, error: Exception | None) -> None:
+        if error is not None:
+            log.warning("voice player in guild %s stopped with an error: %r", guild_id, error)
+        else:
+            log.info("voice player in guild %s stopped", guild_id)
+        if self._sources.get(guild_id) is source:
+            del self._sources[guild_id]

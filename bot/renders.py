@@ -1,0 +1,251 @@
+"""The /say service: validate a script, queue a render job, stream its audio into voice, post the master.
+
+The way of one /say (ARCHITECTURE.md): `prepare` parses and resolves voices before anything is deferred (so bad
+input gets an ephemeral reply and nothing is queued); `submit` records the render, joins voice and queues the job;
+the job (on an inference worker) drives the narration engine and fans each 24 kHz chunk out to the guild's voice
+stream (resampled once) while the engine writes the master; `_follow` reports the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import narrate
+from bot.errors import NotAllowed, QueueFull, UserError
+from bot.jobs import Job
+from bot.masters import attachment_for
+from bot.reporting import Reporter, progress_line
+from bot.voice_source import StereoUpsampler
+from db import repo
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.worker import InferenceWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SayRequest:
+    guild_id: int
+    channel_id: int  # the text channel of the command
+    user_id: int
+    script: str
+    plan: Any  # narrate.Plan: parsed script + identities
+    voice: repo.Voice | None
+    render_id: int | None = None
+    voice_lost: bool = False
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class RenderService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self._tasks: set[asyncio.Task] = set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- validating (before defer) -----------------------------------------------------------------------------------
+
+    async def prepare(
+        self, guild_id: int, channel_id: int, user_id: int, role_ids: set[int], script: str, voice_name: str | None
+    ) -> SayRequest:
+        config = self.services.guild_config
+        gs = await config.get(guild_id)
+        if gs.required_role_id and gs.required_role_id not in role_ids:
+            raise NotAllowed(f"This server lets only members with the <@&{gs.required_role_id}> role use /say.")
+        max_chars = config.max_script_chars(gs)
+        voices = self.services.voices
+        voice = await voices.for_say(guild_id, user_id, voice_name)
+        plan = await narrate.plan(script, max_chars, voice, lambda name: voices.resolve(guild_id, user_id, name))
+        self._check_queue_room(user_id)
+        return SayRequest(guild_id, channel_id, user_id, script, plan, voice)
+
+    def _check_queue_room(self, user_id: int) -> None:
+        queue = self.services.queue
+        waiting = sum(1 for j in queue.service_order() if j.user_id == user_id)
+        if waiting >= queue.max_queued_per_user:
+            raise QueueFull(
+                f"You already have {waiting} renders waiting (the limit is {queue.max_queued_per_user}). "
+                "Wait for one to finish, or use /stop."
+            )
+
+    async def auto_leave_enabled(self, guild_id: int) -> bool:
+        return (await self.services.guild_config.get(guild_id)).auto_leave
+
+    # -- queueing ----------------------------------------------------------------------------------------------------
+
+    async def submit(
+        self, request: SayRequest, voice_channel: discord.VoiceChannel | discord.StageChannel, reporter: Reporter
+    ) -> tuple[Job, int]:
+        """Join voice, record the render and queue it; returns the job and its 1-based queue position."""
+        await self.services.playback.connect(voice_channel)
+        async with self.services.db.sessions.begin() as s:
+            row = await repo.add_render(
+                s,
+                request.guild_id,
+                request.channel_id,
+                request.user_id,
+                request.script,
+                request.voice.id if request.voice else None,
+            )
+        request.render_id = row.id
+        job = Job(
+            request.guild_id,
+            request.user_id,
+            lambda job, worker: self._render(job, worker, request, reporter),
+            label=f"render #{row.id}",
+        )
+        job.on_start = lambda job: self._spawn(reporter.status("Starting…"))
+        position = self.services.queue.submit(job)
+        if position > 1 or self._all_workers_busy():
+            await reporter.status(f"Queued, position {position}.")
+        self._spawn(self._follow(job, request, reporter))
+        return job, position
+
+    def _all_workers_busy(self) -> bool:
+        return all(w.current is not None for w in self.services.workers)
+
+    # -- the job (runs on an inference worker) -----------------------------------------------------------------------
+
+    async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
+        await self._mark(request, "running")
+        playback, guild_id = self.services.playback, request.guild_id
+        upsampler = StereoUpsampler()
+        started = time.monotonic()
+        result = None
+        async for event in narrate.render(worker, self.settings, request.plan, job.cancel_event):
+            if isinstance(event, narrate.Chunk):
+                if "first_audio" not in request.stats:
+                    request.stats["first_audio"] = time.monotonic() - started
+                self._to_voice(playback, request, job, upsampler.push(event.audio), reporter)
+            elif isinstance(event, narrate.Progress):
+                await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
+            elif isinstance(event, narrate.Finished):
+                result = event
+        self._to_voice(playback, request, job, upsampler.finish(), reporter)
+        playback.end(guild_id, job.id)
+        request.stats["render"] = time.monotonic() - started
+        return result
+
+    def _to_voice(self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter) -> None:
+        if playback.feed(request.guild_id, job.id, pcm) or request.voice_lost or not pcm:
+            return
+        request.voice_lost = True
+        log.warning("voice connection lost in guild %s during render #%s", request.guild_id, request.render_id)
+        self._spawn(
+            reporter.note(
+                "I lost the voice connection, so you will not hear the rest; the recording will still be "
+                "posted here. Use /join to bring me back."
+            )
+        )
+
+    # -- outcome -----------------------------------------------------------------------------------------------------
+
+    async def _follow(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
+        try:
+            finished = await job.done
+        except asyncio.CancelledError:
+            await self._mark(request, "cancelled")
+            self.services.playback.skip(request.guild_id, job.id)
+            await reporter.done("Stopped.", None)
+            return
+        except UserError as exc:
+            await self._mark(request, "failed", error=str(exc))
+            await reporter.done(str(exc), None)
+            return
+        except Exception as exc:
+            await self._mark(request, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            await reporter.done(self._failure_text(job), None)
+            return
+        await self._deliver(request, finished, reporter)
+
+    def _failure_text(self, job: Job) -> str:
+        if job.state == "timeout":
+            return (
+                f"The render took longer than {self.settings.job_timeout_s:g} s and was stopped. Try a shorter script."
+            )
+        return "Sorry, the render failed on my side. It has been logged; please try again."
+
+    async def _deliver(self, request: SayRequest, finished: Any, reporter: Reporter) -> None:
+        path = finished.master_path
+        await self._mark(
+            request,
+            "done",
+            output_path=str(path),
+            audio_seconds=finished.audio_seconds,
+            render_seconds=request.stats.get("render"),
+            first_audio_seconds=request.stats.get("first_audio"),
+        )
+        limit = getattr(reporter, "filesize_limit", 10 * 1024 * 1024)
+        attachment = await asyncio.to_thread(attachment_for, path, limit, f"narration-{request.render_id}")
+        text = f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s."
+        if attachment is None:
+            text += " The recording is too large to attach here, even as Opus; it is kept on the bot's disk."
+        elif attachment.format != "wav":
+            text += f" Attached as {attachment.format.upper()} to fit the upload limit."
+        await reporter.done(text, attachment)
+
+    async def _mark(self, request: SayRequest, status: str, **values: Any) -> None:
+        if request.render_id is None:
+            return
+        async with self.services.db.sessions.begin() as s:
+            await repo.mark_render(s, request.render_id, status, **values)
+
+    # -- stop, skip, queue -------------------------------------------------------------------------------------------
+
+    def stop(self, guild_id: int) -> int:
+        """Silence the guild and cancel all of its jobs; returns how many jobs were cancelled."""
+        self.services.playback.stop(guild_id)
+        return len(self.services.queue.cancel_where(lambda j: j.guild_id == guild_id))
+
+    def skip(self, guild_id: int) -> bool:
+        """Drop the audio playing now (and cancel its render if it is still running)."""
+        playback, queue = self.services.playback, self.services.queue
+        tag = playback.playing_tag(guild_id)
+        running = queue.running(guild_id)
+        if tag is None and not running:
+            return False
+        target = tag if tag is not None else running[0].id
+        playback.skip(guild_id, target)
+        queue.cancel_where(lambda j: j.id == target)
+        return True
+
+    def queue_lines(self, guild_id: int) -> list[str]:
+        queue = self.services.queue
+        lines = [f"▶ {j.label} by <@{j.user_id}> (rendering)" for j in queue.running(guild_id)]
+        order = queue.service_order()
+        lines += [f"{order.index(j) + 1}. {j.label} by <@{j.user_id}>" for j in order if j.guild_id == guild_id]
+        return lines
+
+    # -- after a restart ---------------------------------------------------------------------------------------------
+
+    async def report_interrupted(self, client: discord.Client) -> None:
+        async with self.services.db.sessions() as s:
+            renders = await repo.unnotified_interrupted(s)
+        for render in renders:
+            await self._tell_interrupted(client, render)
+            async with self.services.db.sessions.begin() as s:
+                await repo.mark_notified(s, render.id)
+
+    @staticmethod
+    async def _tell_interrupted(client: discord.Client, render: repo.Render) -> None:
+        text = (
+            f"<@{render.user_id}> your render #{render.id} was interrupted because I restarted. "
+            "Nothing was lost on my side; run /say again to get it."
+        )
+        try:
+            channel = client.get_channel(render.channel_id) or await client.fetch_channel(render.channel_id)
+            await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
+        except discord.HTTPException as exc:
+            log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)

@@ -1,0 +1,97 @@
+"""Telling the user how their render goes, through the deferred interaction response.
+
+`InteractionReporter` edits the original (deferred) response at most once a second: intermediate texts that arrive
+faster are coalesced and only the latest is shown. The master goes out as a followup attachment with every mention
+disabled, so a script can never ping anyone. The render service talks to the `Reporter` protocol only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import discord
+
+from bot.masters import Attachment
+
+log = logging.getLogger(__name__)
+
+MIN_EDIT_INTERVAL_S = 1.0
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class Reporter(Protocol):
+    async def status(self, text: str) -> None: ...  # throttled progress line
+
+    async def done(self, text: str, attachment: Attachment | None) -> None: ...
+
+    async def note(self, text: str) -> None: ...  # a separate, private remark (e.g. voice connection lost)
+
+
+def progress_line(segment: int, total: int, elapsed_s: float, eta_s: float | None) -> str:
+    """'Rendering segment 2 of 5 · 3 s elapsed · about 7 s left'."""
+    parts = [f"Rendering segment {segment} of {total}", f"{elapsed_s:.0f} s elapsed"]
+    if eta_s is not None:
+        parts.append(f"about {max(0.0, eta_s):.0f} s left")
+    return " · ".join(parts)
+
+
+class InteractionReporter:
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.filesize_limit = interaction.filesize_limit  # bytes per attachment for this guild (boost tier)
+        self.edits = 0
+        self._last_edit = float("-inf")
+        self._pending: str | None = None
+        self._flusher: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    async def status(self, text: str) -> None:
+        self._pending = text
+        wait = self._last_edit + MIN_EDIT_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            await self._flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_after(wait))
+
+    async def done(self, text: str, attachment: Attachment | None) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._pending = text
+        await asyncio.sleep(max(0.0, self._last_edit + MIN_EDIT_INTERVAL_S - time.monotonic()))
+        await self._flush()
+        if attachment is not None:
+            file = discord.File(fp=_bytes_io(attachment.data), filename=attachment.filename)
+            await self._safe(self.interaction.followup.send(file=file, allowed_mentions=NO_MENTIONS))
+
+    async def note(self, text: str) -> None:
+        await self._safe(self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS))
+
+    async def _flush_after(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            text, self._pending = self._pending, None
+            if text is None:
+                return
+            self._last_edit = time.monotonic()
+            self.edits += 1
+            await self._safe(self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS))
+
+    @staticmethod
+    async def _safe(coro) -> None:
+        # A deleted message or an expired token (15 min) must not break the render; the master is on disk anyway.
+        try:
+            await coro
+        except discord.HTTPException as exc:
+            log.warning("could not update the interaction: %s", exc)
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
