@@ -202,12 +202,13 @@ class QwenTTS:
         """Left-padded talker inputs for a batch of requests."""
         items = []
         for req in reqs:
+            layout = self.layout(req)  # validates first
             vec = req.speaker_vector
             if vec is None and req.speaker:
                 vec = self.model.talker.codec_embed(
                     torch.tensor(self.config.talker_config.spk_id[req.speaker.lower()], device=self.device)
                 )
-            items.append((self.layout(req), {"speaker_vector": vec, "ref_codes": req.ref_codes}))
+            items.append((layout, {"speaker_vector": vec, "ref_codes": req.ref_codes}))
         return embed_layouts(self.model.talker, self.config, items)
 
     # -- generation ------------------------------------------------------------------------------------------------
