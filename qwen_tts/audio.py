@@ -65,6 +65,24 @@ def resample(audio: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(np.asarray(audio, dtype=np.float32), sr, target_sr, quality="HQ").astype(np.float32)
 
 
+def validate_audio(audio: np.ndarray, sr: int, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Check an in-memory clip the way ``load_audio`` checks a file; returns it as float32 mono (N,).
+
+    Raises AudioError (a ValueError): ``empty`` for no samples, ``invalid`` for NaN/inf or a non-positive rate,
+    ``too_long`` beyond ``max_seconds``.
+    """
+    if int(sr) <= 0:
+        raise AudioError("invalid", f"sample rate must be positive, got {sr}")
+    wave = to_mono(np.asarray(audio, dtype=np.float32))
+    if wave.size == 0:
+        raise AudioError("empty", "the clip has no samples")
+    if not np.isfinite(wave).all():
+        raise AudioError("invalid", "the clip contains NaN or infinite samples")
+    if max_seconds is not None and wave.size > max_seconds * sr:
+        raise AudioError("too_long", f"the clip lasts {wave.size / sr:.1f} s, the limit is {max_seconds:g} s")
+    return wave
+
+
 def _read_source(source: str | Path | bytes | bytearray) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), "<bytes>"

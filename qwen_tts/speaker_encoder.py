@@ -155,9 +155,11 @@ class SpeakerEncoder(nn.Module):
 @torch.inference_mode()
 def speaker_embedding(encoder: SpeakerEncoder, audio: np.ndarray | torch.Tensor, sr: int) -> torch.Tensor:
     """x-vector (enc_dim,) float32 of mono audio (N,) (or (N, channels), mixed down); resampled to 24 kHz if needed."""
-    from qwen_tts.audio import resample, to_mono
+    from qwen_tts.audio import resample, validate_audio
 
-    wave = to_mono(np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio, dtype=np.float32))
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().float().cpu().numpy()
+    wave = validate_audio(audio, sr, max_seconds=None)
     if sr != SAMPLE_RATE:
         wave = resample(wave, sr, SAMPLE_RATE)
     param = next(encoder.parameters())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qwen_tts.audio import AudioError, load_audio, resample, to_mono
+from qwen_tts.audio import AudioError, load_audio, resample, to_mono, validate_audio
 
 
 def encoded(audio: np.ndarray, sr: int, fmt: str = "WAV", subtype: str | None = None) -> bytes:
@@ -102,3 +102,17 @@ def test_to_mono_shapes() -> None:
     assert to_mono(np.ones((2, 100))).shape == (100,)
     with pytest.raises(ValueError, match="shape"):
         to_mono(np.ones((2, 3, 4)))
+
+
+def test_validate_audio_checks_in_memory_clips() -> None:
+    assert validate_audio(np.ones((100, 2)), 24_000).shape == (100,)
+    cases = [
+        (np.zeros(0), 24_000, {}, "empty"),
+        (np.array([0.0, np.nan]), 24_000, {}, "invalid"),
+        (np.zeros(10), 0, {}, "invalid"),
+        (np.zeros(24_001), 24_000, {"max_seconds": 1.0}, "too_long"),
+    ]
+    for audio, sr, kwargs, kind in cases:
+        with pytest.raises(AudioError) as info:
+            validate_audio(audio, sr, **kwargs)
+        assert info.value.kind == kind

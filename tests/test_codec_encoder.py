@@ -61,7 +61,7 @@ def test_batch_encode_matches_single_for_the_longest_item(codec: Codec) -> None:
 @pytest.mark.parametrize(
     "audio, sr, message",
     [
-        (np.zeros(0, dtype=np.float32), SR, "empty"),
+        (np.zeros(0, dtype=np.float32), SR, "no samples"),
         (np.full(100, np.nan, dtype=np.float32), SR, "NaN"),
         (np.zeros(100, dtype=np.float32), 0, "sample rate"),
     ],

@@ -105,6 +105,13 @@ def test_too_short_reference_is_a_clear_error(encoder: SpeakerEncoder) -> None:
         speaker_embedding(encoder, voice(0.02, 24_000, 150.0), 24_000)
 
 
+def test_empty_or_nan_reference_is_rejected(encoder: SpeakerEncoder) -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        speaker_embedding(encoder, np.zeros(0, dtype=np.float32), 24_000)
+    with pytest.raises(ValueError, match="NaN"):
+        speaker_embedding(encoder, np.full(24_000, np.nan, dtype=np.float32), 24_000)
+
+
 def test_state_dict_uses_official_key_names(encoder: SpeakerEncoder) -> None:
     keys = set(encoder.state_dict())
     assert {

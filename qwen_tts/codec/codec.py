@@ -119,17 +119,11 @@ class Codec:
         return [c.cpu() for c in codes]
 
     def _prepare(self, audio: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
-        from qwen_tts.audio import resample, to_mono
+        from qwen_tts.audio import resample, validate_audio
 
         if isinstance(audio, torch.Tensor):
             audio = audio.detach().float().cpu().numpy()
-        wave = to_mono(np.asarray(audio, dtype=np.float32))
-        if wave.size == 0:
-            raise ValueError("cannot encode empty audio (0 samples)")
-        if not np.isfinite(wave).all():
-            raise ValueError("audio contains NaN or infinite samples")
-        if int(sr) <= 0:
-            raise ValueError(f"sample rate must be positive, got {sr}")
+        wave = validate_audio(audio, sr, max_seconds=None)
         return resample(wave, int(sr), self.config.input_sample_rate)
 
     # -- decode --------------------------------------------------------------------------------------------------
