@@ -60,6 +60,7 @@ def _add_voices(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("directory", help="checkpoint folder written by finetuning/sft_12hz.py")
     imp.add_argument("--name", required=True, help="voice name in the library")
     imp.add_argument("--guild", type=int, default=None, help="guild id to register it for (default: global)")
+    imp.add_argument("--speaker", default=None, help="speaker in the checkpoint (default: its only one)")
     vsub.add_parser("list", help="list the voices in the library")
 
 
