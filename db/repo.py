@@ -123,6 +123,12 @@ async def list_voices(session: AsyncSession, guild_id: int, user_id: int) -> lis
     return [_voice(r) for r in rows]
 
 
+async def all_voices(session: AsyncSession) -> list[Voice]:
+    """Every voice of every guild (for the operator's `narrator voices list`)."""
+    rows = await session.scalars(select(VoiceRow).order_by(VoiceRow.guild_id, VoiceRow.name))
+    return [_voice(r) for r in rows]
+
+
 async def find_voice(session: AsyncSession, guild_id: int, user_id: int, name: str) -> Voice | None:
     """A voice by case-insensitive name as this user sees it; a personal voice wins over a library one."""
     rows = await session.scalars(

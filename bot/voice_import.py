@@ -1,0 +1,116 @@
+"""`narrator voices import DIR --name NAME [--guild ID] [--speaker S]` and `narrator voices list`.
+
+Import checks that a fine-tuned checkpoint (written by `finetuning/`) really loads with `qwen_tts` as a CustomVoice
+model, picks its speaker (the only one, or `--speaker`, or the one called like `--name`), and registers a
+`finetuned` voice that renders with that checkpoint. Its timbre is the speaker's codec-embedding row, kept so the
+identity stays locked even if the checkpoint folder is later replaced. The operator vouches for consent by
+importing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.settings import Settings
+from bot.voices import check_name, vector_bytes
+from db import repo
+from db.engine import open_database
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointImportError(ValueError):
+    """The checkpoint cannot be imported; the message says why and what to do."""
+
+
+def inspect_checkpoint(directory: Path, wanted_speaker: str | None, name: str) -> tuple[str, bytes]:
+    """Load the checkpoint on the CPU; returns (speaker, timbre bytes). Raises CheckpointImportError."""
+    import torch
+
+    from qwen_tts import QwenTTS
+
+    if not (directory / "config.json").is_file():
+        raise CheckpointImportError(f"{directory} has no config.json: point at the folder the fine-tuning run wrote")
+    try:
+        tts = QwenTTS.from_pretrained(str(directory), device="cpu", dtype=torch.float32)
+    except Exception as exc:  # any load failure is reported the same way: the folder is not a usable checkpoint
+        raise CheckpointImportError(f"{directory} does not load as a Qwen3-TTS checkpoint: {exc}") from exc
+    if tts.model_type != "custom_voice":
+        raise CheckpointImportError(
+            f"{directory} is a {tts.model_type} checkpoint; a fine-tuned voice must be custom_voice"
+        )
+    speakers = list(tts.speakers)
+    speaker = _pick_speaker(speakers, wanted_speaker, name)
+    return speaker, vector_bytes(tts.speaker_row(speaker).numpy())
+
+
+def _pick_speaker(speakers: list[str], wanted: str | None, name: str) -> str:
+    by_lower = {s.lower(): s for s in speakers}
+    if wanted:
+        if wanted.lower() not in by_lower:
+            raise CheckpointImportError(f"speaker {wanted!r} is not in the checkpoint; it has: {', '.join(speakers)}")
+        return by_lower[wanted.lower()]
+    if len(speakers) == 1:
+        return speakers[0]
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    raise CheckpointImportError(
+        f"the checkpoint has several speakers ({', '.join(speakers)}); choose one with --speaker"
+    )
+
+
+async def import_voice(settings: Settings, directory: Path, name: str, guild_id: int | None, speaker: str | None):
+    name = check_name(name)
+    speaker, timbre = await asyncio.to_thread(inspect_checkpoint, directory, speaker, name)
+    db = await open_database(settings.database_url)
+    try:
+        guild = guild_id if guild_id is not None else repo.GLOBAL_GUILD
+        async with db.sessions.begin() as s:
+            if await repo.library_voice(s, guild, name) is not None:
+                raise CheckpointImportError(f"a voice called {name!r} already exists there; pick another --name")
+            return await repo.add_voice(
+                s,
+                repo.NewVoice(
+                    guild_id=guild,
+                    owner_id=0,
+                    scope="guild",
+                    kind="finetuned",
+                    name=name,
+                    model=str(directory.resolve()),
+                    speaker=speaker,
+                    consent=True,
+                    timbre=timbre,
+                ),
+            )
+    finally:
+        await db.close()
+
+
+async def list_voices(settings: Settings) -> list[repo.Voice]:
+    db = await open_database(settings.database_url)
+    try:
+        async with db.sessions() as s:
+            return await repo.all_voices(s)
+    finally:
+        await db.close()
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    if args.voices_command == "list":
+        for v in asyncio.run(list_voices(settings)):
+            where = "all guilds" if v.guild_id == repo.GLOBAL_GUILD else f"guild {v.guild_id}"
+            sys.stdout.write(f"{v.id}\t{v.name}\t{v.kind}\t{v.scope}\t{where}\t{v.model or '-'}\n")
+        return 0
+    try:
+        voice = asyncio.run(
+            import_voice(settings, Path(args.directory), args.name, args.guild, getattr(args, "speaker", None))
+        )
+    except (CheckpointImportError, ValueError) as exc:
+        sys.stderr.write(f"narrator voices import: {exc}\n")
+        return 2
+    sys.stdout.write(f"imported {voice.name!r} (speaker {voice.speaker}, id {voice.id}) from {voice.model}\n")
+    return 0
