@@ -69,9 +69,11 @@ class IdentityService:
             raise UserError("Give the `transcript`: the exact words spoken in the clip.")
         name = await self.services.voices.ensure_free(guild_id, admin_id, "guild", name)
         audio, sr = await self.decode_reference(data, filename)
-        vector = await self._on_worker(guild_id, admin_id, "clone", lambda w: narrate.embed_reference(w, audio, sr))
+        cloned = await self._on_worker(
+            guild_id, admin_id, "clone", lambda w: narrate.clone(w, self.settings, audio, sr, transcript, name)
+        )
         clip = self.services.voices.clip_path(guild_id)
-        await asyncio.to_thread(_write_wav_atomic, clip, audio, sr)
+        await asyncio.to_thread(_write_wav_atomic, clip, cloned.audio, cloned.sample_rate)
         new = repo.NewVoice(
             guild_id=guild_id,
             owner_id=admin_id,
@@ -82,7 +84,7 @@ class IdentityService:
             ref_clip_path=str(clip),
             transcript=transcript.strip(),
             consent=True,
-            timbre=vector_bytes(vector),
+            timbre=vector_bytes(cloned.vector),
         )
         return await self.services.voices.add(new)
 
@@ -94,7 +96,9 @@ class IdentityService:
             raise UserError("Describe the voice in 3 to 500 characters, e.g. `a warm, low male voice, calm and slow`.")
         scope = "personal" if personal else "guild"
         name = await self.services.voices.ensure_free(guild_id, user_id, scope, name)
-        designed = await self._on_worker(guild_id, user_id, "design", lambda w: narrate.design(w, description))
+        designed = await self._on_worker(
+            guild_id, user_id, "design", lambda w: narrate.design(w, self.settings, description, name)
+        )
         clip = self.services.voices.clip_path(guild_id)
         await asyncio.to_thread(_write_wav_atomic, clip, designed.audio, designed.sample_rate)
         new = repo.NewVoice(

@@ -124,7 +124,9 @@ class RenderService:
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
-        async for event in narrate.render(worker, self.settings, request.plan, job.cancel_event):
+        async for event in narrate.render(
+            worker, self.settings, request.plan, job.cancel_event, request.render_id or 0
+        ):
             if isinstance(event, narrate.Chunk):
                 if "first_audio" not in request.stats:
                     request.stats["first_audio"] = time.monotonic() - started
