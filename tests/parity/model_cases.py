@@ -32,6 +32,11 @@ class Case:
     icl: bool = False
     sampling: dict[str, Any] = field(default_factory=dict)  # non-default sampling settings for the sampled run
 
+    @property
+    def official_default_layout(self) -> bool:
+        """True when ``non_streaming`` is what the official generate_* uses by default for this mode."""
+        return self.non_streaming == (self.mode != "voice_clone")
+
     def official_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"mode": self.mode, "text": TEXT, "language": self.language,
                                 "non_streaming_mode": self.non_streaming}  # fmt: skip
@@ -58,12 +63,24 @@ CASES = [
 ]  # fmt: skip
 
 
+def reference_clip(seconds: float, sr: int, seed: int) -> torch.Tensor:
+    """(N,) float32 voice-like test clip: a gliding harmonic tone with a syllable envelope and a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
+    phase = 2 * torch.pi * torch.cumsum(150 + 50 * torch.sin(2 * torch.pi * 0.9 * t), 0) / sr
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3.1 * t) ** 2
+    return (0.3 * envelope * voiced + 0.03 * torch.randn(t.shape, generator=gen, dtype=torch.float64)).float()
+
+
 def shared_inputs(hidden_size: int) -> dict[str, torch.Tensor]:
-    """Tensors both sides use: an x-vector (H,) and reference codes (REF_FRAMES, 16)."""
+    """Tensors both sides use: an x-vector (H,), reference codes (REF_FRAMES, 16) and reference clips."""
     gen = torch.Generator().manual_seed(1234)
     return {
         "xvector": torch.randn(hidden_size, generator=gen),
         "ref_codes": torch.randint(0, 2048, (REF_FRAMES, 16), generator=gen),
+        "clip24": reference_clip(1.5, 24_000, seed=5),
+        "clip16": reference_clip(1.5, 16_000, seed=6),
     }
 
 

@@ -21,7 +21,9 @@ from tests.oracle.client import Oracle, OracleResults
 from tests.parity.model_cases import (
     CASES,
     GREEDY_FRAMES,
+    REF_TEXT,
     SAMPLED_FRAMES,
+    TEXT,
     Case,
     our_inputs,
     sampling_params,
@@ -101,6 +103,9 @@ def official(
         jobs.append({"id": f"{t}.save", "op": "save", "checkpoint": ckpt, "args": {"out_dir": str(saved / t)}})
     for case in CASES:
         jobs += _official_jobs(case, str(checkpoints[case.model_type]), str(no_eos_checkpoints[case.model_type]))
+    base = str(checkpoints["base"])
+    jobs.append({"id": "xvector24", "op": "xvector", "checkpoint": base, "args": {"audio": "clip24", "sr": 24_000}})
+    jobs.append({"id": "xvector16", "op": "xvector", "checkpoint": base, "args": {"audio": "clip16", "sr": 16_000}})
     return oracle.run(jobs, inputs=shared)
 
 
@@ -256,3 +261,46 @@ def test_distributions_match_given_official_history(official: OracleResults, mod
     # The support (what top-k / top-p keep) must be identical, not just close.
     assert torch.equal(talker > 0, rec["talker_probs"] > 0)
     assert torch.equal(predictor > 0, rec["predictor_probs"] > 0)
+
+
+# --- x-vector and the public facade ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def facades(no_eos_checkpoints: dict[str, Path]) -> dict[str, object]:
+    from qwen_tts import QwenTTS
+
+    return {t: QwenTTS.from_pretrained(d) for t, d in no_eos_checkpoints.items()}
+
+
+@pytest.mark.parametrize("sr", [24_000, 16_000])
+def test_xvector_matches_official(official: OracleResults, facades, shared, sr: int) -> None:
+    """Same speaker-encoder weights in both checkpoint variants; 16 kHz goes through each side's resampler."""
+    theirs = official[f"xvector{sr // 1000}"]["xvector"]
+    ours = facades["base"].speaker_embedding(shared[f"clip{sr // 1000}"].numpy(), sr)
+    assert ours.shape == theirs.shape
+    assert float(torch.nn.functional.cosine_similarity(ours.float(), theirs, dim=0)) >= 0.9999
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.official_default_layout], ids=lambda c: c.name)
+def test_facade_synthesize_matches_official(official: OracleResults, facades, shared, case: Case) -> None:
+    """``QwenTTS`` with its default layout for the checkpoint type: same codes and same waveform as the official
+    ``generate_*`` (for ICL the official decodes reference + new codes and cuts the reference share)."""
+    from qwen_tts import SynthesisRequest
+
+    tts = facades[case.model_type]
+    req = SynthesisRequest(
+        TEXT, language=case.language, speaker=case.speaker, instruct=case.instruct,
+        speaker_vector=shared["xvector"] if case.xvector else None,
+        ref_codes=shared["ref_codes"] if case.icl else None, ref_text=REF_TEXT if case.icl else None,
+        sampling=sampling_params(case, 1.0), max_frames=GREEDY_FRAMES,
+    )  # fmt: skip
+    theirs = official[f"{case.name}.greedy1.0"]
+    _assert_same_codes(torch.stack(list(tts.generate_codes(req))), theirs["codes"])
+    wav = torch.from_numpy(tts.synthesize(req))
+    assert wav.shape == (GREEDY_FRAMES * tts.samples_per_frame,)
+    their_wav = theirs["wav"]
+    # The official ICL cut is int(ref/total * samples), which float rounding can put one sample early.
+    assert their_wav.shape[0] - wav.shape[0] in (0, 1)
+    tail = their_wav[their_wav.shape[0] - wav.shape[0] :]
+    assert float((wav - tail).abs().max()) <= 1e-4
