@@ -139,6 +139,7 @@ def identity_of(voice: repo.Voice, settings: Settings):
         transcript=voice.transcript,
         language=voice.language,
         seed=voice.seed,
+        description=voice.description,
     )
 
 

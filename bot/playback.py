@@ -48,8 +48,9 @@ class Playback:
             else:
                 if vc is not None:  # a half-dead client from an earlier drop
                     await vc.disconnect(force=True)
-                permissions = channel.permissions_for(guild.me)
-                if not (permissions.connect and permissions.speak):
+                me = guild.me
+                permissions = channel.permissions_for(me) if me is not None else None
+                if permissions is not None and not (permissions.connect and permissions.speak):
                     raise UserError(f"I need the Connect and Speak permissions in {channel.mention}.")
                 try:
                     vc = await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)

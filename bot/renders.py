@@ -49,6 +49,7 @@ class RenderService:
         self.services = services
         self.settings = services.settings
         self._tasks: set[asyncio.Task] = set()
+        self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -158,6 +159,8 @@ class RenderService:
         try:
             finished = await job.done
         except asyncio.CancelledError:
+            if self.closing:
+                return  # the next start marks it interrupted and tells its owner
             await self._mark(request, "cancelled")
             self.services.playback.skip(request.guild_id, job.id)
             await reporter.done("Stopped.", None)

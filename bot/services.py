@@ -60,6 +60,7 @@ class Services:
 
     async def shutdown(self) -> None:
         """Cancel every job, stop the workers (waiting for their compute threads), leave voice."""
+        self.renders.closing = True
         self.queue.cancel_where(lambda job: True)
         for worker in self.workers:
             await worker.close()
