@@ -149,6 +149,9 @@ def _gen_kwargs(args: dict[str, Any]) -> dict[str, Any]:
 def op_generate(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
     """Codes (and waveform) from the public generate_* call; optionally every sampling step's distributions.
 
+    List-valued text/speaker/language/instruct run as one official batch: codes_i / wav_i per row (plus codes/wav
+    of row 0).
+
     With ``record: true`` also returns, in draw order: talker_logits (S, V) raw codec_head logits of the last position,
     talker_probs (S, V) the processed distribution fed to multinomial, talker_tokens (S,), and predictor_logits /
     predictor_probs (S', V2) / predictor_tokens for the code predictor (only when it samples).
@@ -207,6 +210,10 @@ def op_generate(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensor
         "wav": torch.from_numpy(np.asarray(wavs[0], dtype=np.float32)),
         "talker_hidden": hidden_list[0],
     }
+    if len(codes_list) > 1:  # a batched request (lists of texts): every row, codes cut at its own EOS
+        for i, (codes, wav) in enumerate(zip(codes_list, wavs, strict=True)):
+            tensors[f"codes_{i}"] = codes
+            tensors[f"wav_{i}"] = torch.from_numpy(np.asarray(wav, dtype=np.float32))
     for key, items in rec.items():
         if items:
             tensors[key] = torch.cat(items, dim=0)

@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
             log.error("job %s failed: %s", job["id"], exc)
             continue
         for name, value in out.items():
-            tensors[f"{job['id']}/{name}"] = value.detach().cpu().contiguous()
+            tensors[f"{job['id']}/{name}"] = value.detach().cpu().contiguous().clone()  # clone: no shared storage
         results[job["id"]] = {"meta": meta, "seconds": round(time.perf_counter() - started, 3)}
     save_file(tensors, str(out_dir / "results.safetensors"))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))

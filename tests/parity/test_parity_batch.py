@@ -1,0 +1,88 @@
+"""Parity of batched generation (left padding, per-row positions) and of the 0.6B instruct rule.
+
+- A batch of two CustomVoice requests with different prompt lengths (one with instruct and a dialect speaker) gives
+  the official batch's greedy codes row by row, through our public ``generate_codes([...])``.
+- A checkpoint whose ``tts_model_size`` is "0b6" ignores ``instruct`` for CustomVoice in the official wrapper; ours
+  must build the same prompt (instruct dropped), not a longer one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.oracle.client import Oracle, OracleResults
+
+pytestmark = pytest.mark.parity
+
+FRAMES = 30
+ROWS = [
+    {"text": "Hello world.", "speaker": "vivian", "language": "english", "instruct": ""},
+    {"text": "Once upon a time the dragon said hello to the narrator in the castle.", "speaker": "eric",
+     "language": "auto", "instruct": "Speak calm, like a whisper."},
+]  # fmt: skip
+INSTRUCT = "Speak calm, like a whisper."
+
+
+@pytest.fixture(scope="module")
+def no_eos_custom_voice(tiny_factory) -> Path:
+    return tiny_factory("custom_voice", eos="never")
+
+
+@pytest.fixture(scope="module")
+def small_custom_voice(tiny_custom_voice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CustomVoice checkpoint relabelled as a 0.6B model (``tts_model_size`` "0b6")."""
+    folder = tmp_path_factory.mktemp("tiny_0b6") / "ckpt"
+    shutil.copytree(tiny_custom_voice, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["tts_model_size"] = "0b6"
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def official(oracle: Oracle, no_eos_custom_voice: Path, small_custom_voice: Path) -> OracleResults:
+    batch = {key: [row[key] for row in ROWS] for key in ROWS[0]}
+    greedy = {"do_sample": False, "subtalker_dosample": False, "repetition_penalty": 1.0, "max_new_tokens": FRAMES + 1}
+    single = {"mode": "custom_voice", "text": ROWS[1]["text"], "speaker": "vivian", "language": "english"}
+    return oracle.run([
+        {"id": "batch", "op": "generate", "checkpoint": no_eos_custom_voice,
+         "args": {"mode": "custom_voice", **batch, **greedy}},
+        {"id": "small_instruct", "op": "prompt", "checkpoint": small_custom_voice,
+         "args": {**single, "instruct": INSTRUCT}},
+        {"id": "small_plain", "op": "prompt", "checkpoint": small_custom_voice, "args": single},
+    ])  # fmt: skip
+
+
+def test_batched_greedy_codes_match_official_batch(official: OracleResults, no_eos_custom_voice: Path) -> None:
+    from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
+
+    torch.set_num_threads(1)
+    tts = QwenTTS.from_pretrained(no_eos_custom_voice)
+    reqs = [SynthesisRequest(row["text"], language=row["language"], speaker=row["speaker"],
+                             instruct=row["instruct"] or None, sampling=SamplingParams.greedy(1.0), max_frames=FRAMES)
+            for row in ROWS]  # fmt: skip
+    assert len(set(int(n) for n in tts.talker_inputs(reqs).lengths)) == 2, "rows must differ in length (padding)"
+    ours = torch.stack(list(tts.generate_codes(reqs)), dim=1)  # (B, T, 16)
+    for row in range(len(ROWS)):
+        theirs = official["batch"][f"codes_{row}"]
+        assert theirs.shape == (FRAMES, 16)
+        assert torch.equal(ours[row], theirs), (
+            f"row {row}: first diff at frame {(ours[row] != theirs).any(1).nonzero()[0]}"
+        )
+
+
+def test_small_custom_voice_drops_instruct_like_official(official: OracleResults, small_custom_voice: Path) -> None:
+    from qwen_tts import QwenTTS, SynthesisRequest
+
+    tts = QwenTTS.from_pretrained(small_custom_voice)
+    theirs, their_plain = official["small_instruct"]["inputs_embeds"], official["small_plain"]["inputs_embeds"]
+    assert theirs.shape == their_plain.shape, "the official wrapper should have dropped the instruct"
+    req = SynthesisRequest(ROWS[1]["text"], language="english", speaker="vivian", instruct=INSTRUCT)
+    ours = tts.talker_inputs([req]).embeds
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert tts.supports_instruct is False
