@@ -1,0 +1,215 @@
+"""`Narrator`: the async face of narration, used by the bot's inference worker and by `narrator render`.
+
+Model work never runs on the event loop: `compute(fn, *args)` (the worker's `InferenceWorker.compute`, or this
+narrator's own single thread) runs each blocking step, and a render is one such step (`production.Production`)
+whose events come back through `loop.call_soon_threadsafe` as they happen. Cancellation: setting `cancel`,
+cancelling the consuming task or leaving the `async for` makes `render` stop yielding at once (the next await), and
+the compute thread stops at its next frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from bot.narration.engine import SAMPLE_RATE, Engine
+from bot.narration.eta import EtaStore
+from bot.narration.identity import DriftGuard, Identity, VoiceLock
+from bot.narration.production import (
+    AudioChunk,
+    Finished,
+    Production,
+    Progress,
+    RenderEvent,
+    RenderOptions,
+    Stopped,
+)
+from bot.narration.script import Pause, Script, Speech
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AudioChunk", "Finished", "Narrator", "Progress", "RenderEvent"]
+
+T = TypeVar("T")
+Compute = Callable[..., Awaitable[Any]]
+CANCEL_POLL_S = 0.05  # how often a waiting render looks at `cancel` (well inside the 200 ms budget)
+ANCHOR_TEXTS = {
+    "auto": "Hello! This is my voice. I love telling stories, reading the news, and sharing a good poem.",
+    "chinese": "你好！这是我的声音。我喜欢讲故事，读新闻，也喜欢和大家分享一首好诗。",
+}
+ANCHOR_MAX_FRAMES = 125  # 10 s: enough speech for a stable x-vector
+_END = object()
+
+
+class Narrator:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        outputs_dir: Path | None = Path("outputs"),
+        compute: Compute | None = None,
+        eta_path: Path | None = None,
+        guard: DriftGuard | None = None,
+        fade_ms: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.outputs_dir = None if outputs_dir is None else Path(outputs_dir)
+        self.guard = guard if guard is not None else DriftGuard()
+        self.eta_store = EtaStore(eta_path)
+        self.fade_samples = max(1, int(fade_ms * SAMPLE_RATE / 1000))
+        self._executor: ThreadPoolExecutor | None = None
+        self._compute = compute if compute is not None else self._own_thread
+
+    async def _own_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrator-compute")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        """Release this narrator's own compute thread (not a worker's); waits for a running step to end."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # -- rendering ---------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def plan(script: Script, voices: Mapping[str | None, Identity]) -> list[tuple[Speech | Pause, Identity | None]]:
+        """Pair every item with its identity; ValueError names a voice the script uses but `voices` lacks."""
+        by_name = {None if k is None else k.strip().lower(): v for k, v in voices.items()}
+        plan: list[tuple[Speech | Pause, Identity | None]] = []
+        for item in script.items:
+            if isinstance(item, Pause):
+                plan.append((item, None))
+                continue
+            key = None if item.voice is None else item.voice.lower()
+            if key not in by_name:
+                who = "the narrator (key None)" if key is None else f"`[@{item.voice}]`"
+                raise ValueError(f"no identity given for {who}; pass it in `voices`")
+            plan.append((item, by_name[key]))
+        return plan
+
+    async def render(
+        self,
+        script: Script,
+        voices: Mapping[str | None, Identity],
+        *,
+        job_id: object | None = None,
+        cancel: threading.Event | None = None,
+        max_frames: int | None = None,
+        keep_master: bool = True,
+    ) -> AsyncIterator[RenderEvent]:
+        """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
+        plan = self.plan(script, voices)
+        options = RenderOptions(self.outputs_dir if keep_master else None, self.guard, self.fade_samples, max_frames)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        closed = threading.Event()
+
+        def stop() -> bool:
+            return closed.is_set() or (cancel is not None and cancel.is_set())
+
+        def emit(event: RenderEvent) -> None:
+            if not stop():
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id)
+        task = asyncio.ensure_future(self._compute(production.run))
+        task.add_done_callback(lambda _: events.put_nowait(_END))
+        try:
+            while (event := await _next_event(events, stop)) is not _END:
+                yield event
+                if isinstance(event, Finished):
+                    break
+            if not stop() and task.done() and task.exception() is not None:
+                raise task.exception()
+        finally:
+            closed.set()
+            task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
+
+    # -- identities --------------------------------------------------------------------------------------------------
+
+    async def preset_voice(self, speaker: str, *, language: str = "auto", seed: int = 0, name: str | None = None,
+                           model: str | None = None) -> Identity:  # fmt: skip
+        """Lock a preset speaker of the CustomVoice checkpoint (its embedding row, by name)."""
+        model = model or self.engine.custom_voice_model
+        speakers = await self._compute(_speakers_of, self.engine, model)
+        if speakers is not None and speaker.lower() not in speakers:
+            raise ValueError(f"unknown speaker {speaker!r}; this checkpoint has {', '.join(speakers) or 'none'}")
+        return Identity(name or speaker, "preset", model, speaker=speaker.lower(), language=language, seed=seed)
+
+    async def design_voice(
+        self, description: str, name: str, *, language: str = "auto", seed: int = 0,
+        anchor_text: str | None = None, max_frames: int = ANCHOR_MAX_FRAMES,
+    ) -> VoiceLock:  # fmt: skip
+        """Design from `description` and lock at once: one anchor clip (VoiceDesign), its x-vector (Base encoder)."""
+        description = " ".join(description.split())
+        if not description:
+            raise ValueError("describe the voice, e.g. 'a warm, low male voice, calm and slow'")
+        text = anchor_text or ANCHOR_TEXTS.get(language.lower(), ANCHOR_TEXTS["auto"])
+        clip, vector = await self._compute(self._design_step, description, text, language, seed, max_frames)
+        identity = Identity(name, "designed", self.engine.custom_voice_model, vector=vector, language=language,
+                            seed=seed, description=description)  # fmt: skip
+        return VoiceLock(identity, clip, SAMPLE_RATE)
+
+    def _design_step(self, description: str, text: str, language: str, seed: int, max_frames: int):
+        clip = self.engine.design_clip(description, text, language, seed, max_frames)
+        return clip, self._require_xvector(clip, SAMPLE_RATE)
+
+    async def clone_voice(self, audio: np.ndarray, sample_rate: int, transcript: str, name: str, *,
+                          language: str = "auto", seed: int = 0, ref_clip: str | None = None) -> VoiceLock:  # fmt: skip
+        """Lock a voice cloned from a reference clip: its x-vector drives the CustomVoice checkpoint."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if len(audio) < sample_rate // 2:
+            raise ValueError(f"the reference clip is {len(audio) / sample_rate:.2f} s long; give at least 0.5 s")
+        vector = await self._compute(self._require_xvector, audio, sample_rate)
+        identity = Identity(name, "cloned", self.engine.custom_voice_model, vector=vector, language=language,
+                            seed=seed, transcript=transcript.strip() or None, ref_clip=ref_clip)  # fmt: skip
+        return VoiceLock(identity, audio, sample_rate)
+
+    async def xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(hidden,) float32 x-vector of a clip (Base speaker encoder), on the compute thread."""
+        return await self._compute(self._require_xvector, np.asarray(audio, dtype=np.float32), sample_rate)
+
+    def _require_xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        vector = self.engine.xvector(audio, sample_rate)
+        if vector is None:
+            raise ValueError("locking a voice needs a Base checkpoint's speaker encoder: set NARRATOR_BASE_MODEL")
+        return vector
+
+
+def _speakers_of(engine: Engine, model: str) -> list[str] | None:
+    speakers = getattr(engine, "speakers", None)
+    return None if speakers is None else [s.lower() for s in speakers(model)]
+
+
+async def _next_event(events: asyncio.Queue, stop: Callable[[], bool]) -> object:
+    """The next event, or _END as soon as `stop()` is true (checked every CANCEL_POLL_S while waiting)."""
+    if stop():
+        return _END
+    getter = asyncio.ensure_future(events.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=CANCEL_POLL_S)
+            if done:
+                return _END if stop() else getter.result()
+            if stop():
+                return _END
+    finally:
+        if not getter.done():
+            getter.cancel()
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, Stopped):
+        log.error("an abandoned render failed", exc_info=error)
