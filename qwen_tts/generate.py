@@ -98,6 +98,15 @@ class Stepper:
         return self.talker.codec_head(last), last
 
 
+def make_stepper(model: Qwen3TTSModel, inputs: TalkerInputs, cache_len: int) -> Stepper:
+    """The fused fast path (``qwen_tts.fast``) unless ``QWEN_TTS_EAGER=1`` asks for the eager reference."""
+    from qwen_tts.fast import FastStepper, eager_requested
+
+    if eager_requested():
+        return Stepper(model, inputs, cache_len)
+    return FastStepper(model, inputs, cache_len)
+
+
 def default_cache_len(inputs: TalkerInputs, max_frames: int, limit: int) -> int:
     """Slots for the prompt plus every frame, at most ``limit`` (the model's max positions or a user cap)."""
     return min(inputs.mask.shape[1] + max_frames + 1, limit)
@@ -120,7 +129,7 @@ def generate_frames(
     limit = tc.max_position_embeddings
     if cache_len is None:
         cache_len = default_cache_len(inputs, max_frames, limit)
-    step_impl = stepper or Stepper(model, inputs, cache_len)
+    step_impl = stepper or make_stepper(model, inputs, cache_len)
     eos = tc.codec_eos_token_id
     suppressed = suppress_mask(tc.vocab_size, eos, inputs.embeds.device)
     batch = inputs.mask.shape[0]

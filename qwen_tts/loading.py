@@ -137,7 +137,8 @@ def save_model(model: Qwen3TTSModel, folder: str | Path) -> Path:
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in sorted(model.state_dict().items())}
+    # clone: the fast path may have made weights views of one fused tensor, which safetensors refuses to save
+    state = {k: v.detach().to("cpu").clone() for k, v in sorted(model.state_dict().items())}
     save_file(state, out / WEIGHTS, metadata={"format": "pt"})
     model.config.to_json(out / "config.json")
     return out

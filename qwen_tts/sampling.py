@@ -133,8 +133,13 @@ def subtalker_scores(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
 
 
 def choose(scores: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) processed scores -> (B,) token ids: argmax, or one multinomial draw from their softmax."""
+    """(B, V) processed scores -> (B,) token ids: argmax, or one draw from their softmax.
+
+    The draw inverts the CDF with one uniform number per row (``torch.multinomial`` costs ~5x more on CPU for a
+    single draw); zero-probability tokens are never picked because ``right=True`` skips empty intervals.
+    """
     if greedy:
         return scores.argmax(dim=-1)
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = scores.softmax(dim=-1).cumsum_(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)

@@ -1,0 +1,61 @@
+"""The fused fast path equals the eager module path (the reference) and leaves the weights untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
+from qwen_tts.fast import FastStepper, pack
+from qwen_tts.generate import Stepper, generate_frames
+
+
+@pytest.fixture(scope="module")
+def cv(tiny_custom_voice):
+    return QwenTTS.from_pretrained(tiny_custom_voice, load_codec_encoder=False)
+
+
+def _run(tts, reqs, cls, params, seed=0, frames=15):
+    inputs = tts.talker_inputs(reqs)
+    stepper = cls(tts.model, inputs, inputs.mask.shape[1] + frames + 1)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([f.codes for f in generate_frames(tts.model, inputs, params, frames, gen, stepper=stepper)])
+
+
+@pytest.mark.parametrize("params", [SamplingParams.greedy(), SamplingParams()], ids=["greedy", "sampled"])
+def test_fast_equals_eager(cv, params):
+    reqs = [
+        SynthesisRequest("Once upon a time, the dragon said hello.", speaker="vivian", language="english"),
+        SynthesisRequest("Hi.", speaker="eric", non_streaming_mode=False),
+    ]
+    for batch in (reqs[:1], reqs):
+        assert torch.equal(_run(cv, batch, FastStepper, params), _run(cv, batch, Stepper, params))
+
+
+def test_packing_keeps_the_state_dict_and_follows_in_place_edits(cv):
+    before = {k: v.clone() for k, v in cv.model.state_dict().items()}
+    packed = pack(cv.model)
+    after = cv.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert pack(cv.model) is packed  # cached while nothing changed
+    with torch.no_grad():
+        cv.model.talker.model.layers[0].self_attn.q_norm.weight.mul_(1.0)
+    assert pack(cv.model) is not packed  # an in-place edit invalidates the fused copy of the norms
+
+
+def test_eager_env_switch(cv, monkeypatch):
+    from qwen_tts.generate import make_stepper
+
+    inputs = cv.talker_inputs([SynthesisRequest("Hi.", speaker="vivian")])
+    assert type(make_stepper(cv.model, inputs, 64)) is FastStepper
+    monkeypatch.setenv("QWEN_TTS_EAGER", "1")
+    assert type(make_stepper(cv.model, inputs, 64)) is Stepper
+
+
+def test_a_packed_model_still_saves_and_reloads(cv, tmp_path):
+    from qwen_tts.loading import load_model, save_model
+
+    pack(cv.model)
+    save_model(cv.model, tmp_path / "out")
+    again = load_model(tmp_path / "out").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in cv.model.state_dict().items())
