@@ -1,4 +1,15 @@
-"""The services the cogs call, built once per process by the launcher and handed to `NarratorBot`."""
+"""The services the cogs call, built once per process by the launcher and handed to `NarratorBot`.
+
+GPU memory per worker (one worker per GPU; each loads only the checkpoints its jobs need, in bf16). Estimates from
+parameter counts (talker + code predictor + speaker encoder, plus the 114 M-parameter codec decoder) and the
+448 MiB KV cache at 4096 positions; activations and the CUDA context add roughly 1 GiB. Not yet measured on a GPU.
+
+| jobs served                                   | checkpoints loaded                  | 1.7B models | 0.6B models |
+|-----------------------------------------------|-------------------------------------|-------------|-------------|
+| /say with preset or fine-tuned voices         | CustomVoice                         | ~5.5 GiB    | ~3.5 GiB    |
+| + cloned/designed voices (drift guard), clone | + Base (speaker encoder)            | ~9.5 GiB    | ~5.5 GiB    |
+| + /voice design, /voices design               | + VoiceDesign                       | ~13.5 GiB   | ~7.5 GiB    |
+"""
 
 from __future__ import annotations
 
