@@ -139,7 +139,9 @@ class _Parser:
         elif body.lower().split(maxsplit=1)[0] == "pause":
             self.items.append(Pause(_pause_seconds(body, start), start, end))
         else:
-            self.state.emotion, self.state.instruct = emotions.lookup(body)
+            emotion, instruct = emotions.lookup(body)
+            self.state.emotion = emotion if instruct else None  # `[Neutral]` clears both
+            self.state.instruct = instruct
 
     def _switch_voice(self, name: str, position: int) -> None:
         if not name:
