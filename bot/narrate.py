@@ -148,14 +148,18 @@ async def identities(worker: InferenceWorker, settings: Settings, plan: Plan) ->
     out: dict[str | None, Any] = {}
     for key, voice in plan.voices.items():
         if voice is None:
-            out[key] = await narrator.preset_voice(await default_speaker(narrator))
+            out[key] = await narrator.preset_voice(await default_speaker(worker, narrator))
         else:
             out[key] = identity_of(voice, settings)
     return out
 
 
-async def default_speaker(narrator) -> str | None:
-    return getattr(narrator, "default_speaker", None)
+async def default_speaker(worker: InferenceWorker, narrator) -> str:
+    """The CustomVoice checkpoint's first preset speaker: the voice of members without a lock or server default."""
+    speakers = await worker.compute(narrator.engine.speakers)
+    if not speakers:
+        raise UserError("The narration model has no preset speakers; lock a voice first with /voice lock.")
+    return speakers[0]
 
 
 async def render(
@@ -179,6 +183,7 @@ async def render(
 async def clone(worker: InferenceWorker, settings: Settings, audio: np.ndarray, sr: int, transcript: str, name: str):
     """-> Designed-like result: the reference clip and its locked x-vector."""
     lock = await narrator_for(worker, settings).clone_voice(audio, sr, transcript, name)
+
     return Designed(np.asarray(lock.clip, np.float32), lock.sample_rate, _vector(lock.identity), lock.identity.seed)
 
 
