@@ -136,6 +136,8 @@ class RenderService:
                 await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
             elif isinstance(event, narrate.Finished):
                 result = event
+        if job.cancelled or result is None:
+            return None  # stopped: nothing more may reach the voice channel
         self._to_voice(playback, request, job, upsampler.finish(), reporter)
         playback.end(guild_id, job.id)
         request.stats["render"] = time.monotonic() - started
@@ -171,6 +173,10 @@ class RenderService:
             return
         except Exception as exc:
             await self._mark(request, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            await reporter.done(self._failure_text(job), None)
+            return
+        if finished is None:  # the engine ended without a master (should not happen unless stopped)
+            await self._mark(request, "failed", error="the render ended without a master")
             await reporter.done(self._failure_text(job), None)
             return
         await self._deliver(request, finished, reporter)
