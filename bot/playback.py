@@ -138,8 +138,7 @@ class Playback:
         vc.play(
             source,
             after=lambda error: loop.call_soon_threadsafe(self._player_ended, guild_id, source, error),
-            signal_type="voice",
-            bitrate=64,
+            bitrate=128,  # full quality: narration is listened to closely, and the master must match what is heard
         )
         return source
 
