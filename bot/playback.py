@@ -134,10 +134,15 @@ class Playback:
         source = PCMStreamSource(prebuffer_s=self.prebuffer_s)
         self._sources[guild_id] = source
         loop = asyncio.get_running_loop()
-        # `after` runs in the player thread: hop back to the loop before touching our state.
+
+        def after(error: Exception | None) -> None:
+            # Runs in the player thread: hop back to the loop before touching our state (unless it already closed).
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._player_ended, guild_id, source, error)
+
         vc.play(
             source,
-            after=lambda error: loop.call_soon_threadsafe(self._player_ended, guild_id, source, error),
+            after=after,
             bitrate=128,  # full quality: narration is listened to closely, and the master must match what is heard
         )
         return source
