@@ -67,8 +67,11 @@ class QwenTTS:
     samples_per_frame = 1920
     frame_rate = 12.5
 
-    def __init__(self, model, tokenizer, codec, generation_defaults=None, max_cache_len=DEFAULT_MAX_CACHE_LEN):
+    def __init__(
+        self, model, tokenizer, codec, generation_defaults=None, max_cache_len=DEFAULT_MAX_CACHE_LEN, cuda_graphs=False
+    ):
         self.model = model
+        self.cuda_graphs = cuda_graphs
         self.config = model.config
         self.tokenizer = tokenizer
         self.codec = codec
@@ -83,8 +86,13 @@ class QwenTTS:
         dtype: torch.dtype = torch.float32,
         max_cache_len: int = DEFAULT_MAX_CACHE_LEN,
         load_codec_encoder: bool = True,
+        cuda_graphs: bool = False,
     ) -> QwenTTS:
-        """Load model, tokenizer, generation_config.json and speech_tokenizer/ (codec kept in fp32)."""
+        """Load model, tokenizer, generation_config.json and speech_tokenizer/ (codec kept in fp32).
+
+        ``cuda_graphs=True`` opts in to the CUDA-graph speed path on a CUDA device (see ``qwen_tts.graphs``;
+        ``QWEN_TTS_NO_CUDA_GRAPH=1`` or ``NARRATOR_COMPILE=0`` switch it off again).
+        """
         import json
 
         from qwen_tts.codec import Codec
@@ -99,7 +107,7 @@ class QwenTTS:
         gen_path = folder / "generation_config.json"
         defaults = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
         codec = Codec.from_pretrained(folder, device=device, load_encoder=load_codec_encoder)
-        return cls(model, tokenizer, codec, defaults, max_cache_len)
+        return cls(model, tokenizer, codec, defaults, max_cache_len, cuda_graphs)
 
     # -- facts about the checkpoint --------------------------------------------------------------------------------
     @property
@@ -237,7 +245,9 @@ class QwenTTS:
         inputs = self.talker_inputs(reqs)
         budget = self._frame_budget(reqs, inputs.mask.shape[1])
         limits = torch.tensor([r.max_frames or budget for r in reqs], device=self.device)
-        for index, frame in enumerate(generate_frames(self.model, inputs, sampling, budget, generator)):
+        for index, frame in enumerate(
+            generate_frames(self.model, inputs, sampling, budget, generator, cuda_graphs=self.cuda_graphs)
+        ):
             over = limits <= index
             if bool(over.any()):
                 frame = Frame(frame.codes.masked_fill(over[:, None], -1), frame.active & ~over, frame.hidden)

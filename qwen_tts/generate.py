@@ -55,6 +55,9 @@ class Stepper:
         self.lengths = inputs.mask.sum(dim=1, keepdim=True)  # (B, 1) real prompt tokens per row
         self.inputs = inputs
 
+    def close(self) -> None:
+        """Called when generation ends (pooled steppers become free again)."""
+
     def prefill(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logits (B, vocab), hidden (B, H)) at the last prompt position."""
         inputs = self.inputs
@@ -98,12 +101,26 @@ class Stepper:
         return self.talker.codec_head(last), last
 
 
-def make_stepper(model: Qwen3TTSModel, inputs: TalkerInputs, cache_len: int) -> Stepper:
-    """The fused fast path (``qwen_tts.fast``) unless ``QWEN_TTS_EAGER=1`` asks for the eager reference."""
+def make_stepper(
+    model: Qwen3TTSModel,
+    inputs: TalkerInputs,
+    cache_len: int,
+    params: SamplingParams | None = None,
+    cuda_graphs: bool = False,
+) -> Stepper:
+    """CUDA graphs when asked for on a CUDA model (and not switched off), else the fused fast path
+    (``qwen_tts.fast``), unless ``QWEN_TTS_EAGER=1`` asks for the eager reference."""
     from qwen_tts.fast import FastStepper, eager_requested
 
     if eager_requested():
         return Stepper(model, inputs, cache_len)
+    if cuda_graphs and inputs.embeds.is_cuda and params is not None:
+        from qwen_tts.graphs import graph_stepper, graphs_disabled
+
+        if not graphs_disabled():
+            stepper = graph_stepper(model, inputs, cache_len, params)
+            if stepper is not None:
+                return stepper
     return FastStepper(model, inputs, cache_len)
 
 
@@ -121,6 +138,7 @@ def generate_frames(
     generator: torch.Generator | None = None,
     cache_len: int | None = None,
     stepper: Stepper | None = None,
+    cuda_graphs: bool = False,
 ) -> Iterator[Frame]:
     """Yield frames as they are produced until every row hit EOS or ``max_frames`` frames were yielded."""
     if max_frames < 1:
@@ -129,7 +147,15 @@ def generate_frames(
     limit = tc.max_position_embeddings
     if cache_len is None:
         cache_len = default_cache_len(inputs, max_frames, limit)
-    step_impl = stepper or make_stepper(model, inputs, cache_len)
+    step_impl = stepper or make_stepper(model, inputs, cache_len, params, cuda_graphs)
+    try:
+        yield from _run(model, inputs, params, max_frames, generator, step_impl)
+    finally:
+        step_impl.close()
+
+
+def _run(model, inputs: TalkerInputs, params: SamplingParams, max_frames: int, generator, step_impl: Stepper):
+    tc = model.config.talker_config
     eos = tc.codec_eos_token_id
     suppressed = suppress_mask(tc.vocab_size, eos, inputs.embeds.device)
     batch = inputs.mask.shape[0]

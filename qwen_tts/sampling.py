@@ -141,5 +141,6 @@ def choose(scores: torch.Tensor, greedy: bool, generator: torch.Generator | None
     if greedy:
         return scores.argmax(dim=-1)
     cdf = scores.softmax(dim=-1).cumsum_(dim=-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    device = generator.device if generator is not None else cdf.device  # a CPU generator may drive a GPU model
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=device, dtype=cdf.dtype).to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
