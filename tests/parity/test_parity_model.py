@@ -34,6 +34,8 @@ from tests.parity.model_cases import (
 pytestmark = pytest.mark.parity
 
 TYPES = ("custom_voice", "voice_design", "base")
+# One request per checkpoint type also runs greedy on the normal (EOS-capable) checkpoint.
+EOS_CASES = [next(c for c in CASES if c.model_type == t) for t in TYPES]
 EMBED_TOL = {"rtol": 1e-5, "atol": 1e-5}
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}
 PROB_ATOL = 1e-5
@@ -78,12 +80,12 @@ def _official_jobs(case: Case, ckpt: str, no_eos_ckpt: str) -> list[dict]:
     args = case.official_args()
     greedy = {**args, "do_sample": False, "subtalker_dosample": False, "max_new_tokens": GREEDY_FRAMES + 1}
     sampled = {**args, **case.sampling, "record": True, "seed": 11, "max_new_tokens": SAMPLED_FRAMES + 1}
-    return [
+    eos = [{"id": f"{case.name}.greedy_eos", "op": "generate", "checkpoint": ckpt, "args": greedy}]
+    return eos * (case in EOS_CASES) + [
         {"id": f"{case.name}.prompt", "op": "prompt", "checkpoint": ckpt, "args": args},
         {"id": f"{case.name}.greedy1.0", "op": "generate", "checkpoint": no_eos_ckpt,
          "args": {**greedy, "repetition_penalty": 1.0}},
         {"id": f"{case.name}.greedy1.05", "op": "generate", "checkpoint": no_eos_ckpt, "args": greedy},
-        {"id": f"{case.name}.greedy_eos", "op": "generate", "checkpoint": ckpt, "args": greedy},
         {"id": f"{case.name}.sampled", "op": "generate", "checkpoint": ckpt, "args": sampled},
     ]  # fmt: skip
 
@@ -206,7 +208,7 @@ def test_greedy_codes_identical(
     _assert_same_codes(_our_greedy(no_eos_models[case.model_type][0], no_eos_inputs[case.name], case, penalty), theirs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", EOS_CASES, ids=lambda c: c.name)
 def test_greedy_stops_at_the_same_eos(official: OracleResults, models, inputs, case: Case) -> None:
     """Normal checkpoints (EOS possible), default penalty: same codes and the same stopping frame."""
     theirs = official[f"{case.name}.greedy_eos"]["codes"]
@@ -215,7 +217,7 @@ def test_greedy_stops_at_the_same_eos(official: OracleResults, models, inputs, c
 
 def test_some_greedy_run_ends_with_eos(official: OracleResults) -> None:
     """At least one request stops on EOS before the frame limit, so the EOS comparison above is not vacuous."""
-    lengths = {c.name: official[f"{c.name}.greedy_eos"]["codes"].shape[0] for c in CASES}
+    lengths = {c.name: official[f"{c.name}.greedy_eos"]["codes"].shape[0] for c in EOS_CASES}
     assert min(lengths.values()) < GREEDY_FRAMES, lengths
 
 
