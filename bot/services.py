@@ -43,6 +43,19 @@ def worker_devices(device: str) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
+def reserve_a_core_for_voice() -> None:
+    """On CPU inference, leave one core to the event loop and the voice player thread: a starved player sends its
+    20 ms packets late and then in bursts."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores > 1 and torch.get_num_threads() > cores - 1:
+        torch.set_num_threads(cores - 1)
+        log.info("CPU inference: torch uses %d of %d cores, one is kept for voice", cores - 1, cores)
+
+
 class Services:
     playback: Playback
 
@@ -65,6 +78,8 @@ class Services:
         self.playback = Playback(client)
 
     def start_workers(self) -> None:
+        if any(w.device == "cpu" for w in self.workers):
+            reserve_a_core_for_voice()
         for worker in self.workers:
             worker.start()
         log.info("%d inference worker(s): %s", len(self.workers), ", ".join(w.device for w in self.workers))
