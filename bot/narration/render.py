@@ -136,6 +136,10 @@ class Narrator:
 
     # -- identities --------------------------------------------------------------------------------------------------
 
+    async def speakers(self, model: str | None = None) -> list[str]:
+        """The preset speakers (lower-case) of `model` (default: the CustomVoice checkpoint); loads it if needed."""
+        return await self._compute(_speakers_of, self.engine, model or self.engine.custom_voice_model) or []
+
     async def preset_voice(self, speaker: str, *, language: str = "auto", seed: int = 0, name: str | None = None,
                            model: str | None = None) -> Identity:  # fmt: skip
         """Lock a preset speaker of the CustomVoice checkpoint (its embedding row, by name)."""
