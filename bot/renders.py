@@ -49,6 +49,7 @@ class RenderService:
         self.services = services
         self.settings = services.settings
         self._tasks: set[asyncio.Task] = set()
+        self._waiting: dict[int, tuple[Job, Reporter]] = {}  # queued renders, to update their position
         self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
 
     def _spawn(self, coro) -> None:
@@ -107,12 +108,22 @@ class RenderService:
             lambda job, worker: self._render(job, worker, request, reporter),
             label=f"render #{row.id}",
         )
-        job.on_start = lambda job: self._spawn(reporter.status("Starting…"))
+        job.on_start = lambda job: self._started(job, reporter)
         position = self.services.queue.submit(job)
+        self._waiting[job.id] = (job, reporter)
         if position > 1 or self._all_workers_busy():
             await reporter.status(f"Queued, position {position}.")
         self._spawn(self._follow(job, request, reporter))
         return job, position
+
+    def _started(self, job: Job, reporter: Reporter) -> None:
+        """A job left the queue: tell it, and tell every render still waiting its new position."""
+        self._waiting.pop(job.id, None)
+        self._spawn(reporter.status("Starting…"))
+        for waiting, their_reporter in list(self._waiting.values()):
+            position = self.services.queue.position(waiting)
+            if position:
+                self._spawn(their_reporter.status(f"Queued, position {position}."))
 
     def _all_workers_busy(self) -> bool:
         return all(w.current is not None for w in self.services.workers)
@@ -161,6 +172,7 @@ class RenderService:
         try:
             finished = await job.done
         except asyncio.CancelledError:
+            self._waiting.pop(job.id, None)
             if self.closing:
                 return  # the next start marks it interrupted and tells its owner
             await self._mark(request, "cancelled")
