@@ -156,7 +156,7 @@ async def identities(worker: InferenceWorker, settings: Settings, plan: Plan) ->
 
 async def default_speaker(worker: InferenceWorker, narrator) -> str:
     """The CustomVoice checkpoint's first preset speaker: the voice of members without a lock or server default."""
-    speakers = await worker.compute(narrator.engine.speakers)
+    speakers = await narrator.speakers()
     if not speakers:
         raise UserError("The narration model has no preset speakers; lock a voice first with /voice lock.")
     return speakers[0]
