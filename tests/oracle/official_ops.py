@@ -77,6 +77,11 @@ def _call_generate(tts: Any, args: dict[str, Any], inputs: Tensors, gen: dict[st
         return tts.generate_custom_voice(args["text"], speaker=args["speaker"], instruct=args.get("instruct"), **common)
     if mode == "voice_design":
         return tts.generate_voice_design(args["text"], instruct=args.get("instruct", ""), **common)
+    if mode == "voice_clone" and args.get("ref_audio"):
+        # The whole official cloning path: encode the reference and take its x-vector from the audio itself.
+        clip = (inputs[args["ref_audio"]].float().numpy(), int(args["ref_sr"]))
+        return tts.generate_voice_clone(args["text"], ref_audio=clip, ref_text=args.get("ref_text"),
+                                        x_vector_only_mode=not args.get("ref_text"), **common)  # fmt: skip
     if mode == "voice_clone":
         return tts.generate_voice_clone(
             args["text"], voice_clone_prompt=_voice_clone_items(tts, args, inputs), **common

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Build (or reuse) .venv-oracle: the official qwen-tts 0.1.1 package on CPU, the numerical oracle for parity tests.
-# Idempotent: skipped when .venv-oracle/.oracle-stamp holds the hash of this script + requirements.txt.
-# Called by `./install.sh --dev`; safe to run by hand. Takes ~40 s cold on a 2-core machine.
+# Idempotent: skipped when .venv-oracle/.oracle-stamp holds the hash of (recipe version, python version, pins).
+# Called by `./install.sh --dev` and by the parity tests' fixture; safe to run by hand or from several processes at
+# once (a lock serialises them). Takes ~40-90 s cold on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=.venv-oracle
 REQ=tests/oracle/requirements.txt
 STAMP="$VENV/.oracle-stamp"
 PY=${PYTHON:-python3}
-want=$(cat tests/oracle/setup_venv.sh "$REQ" | sha256sum | cut -d' ' -f1)
-if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+RECIPE=1  # bump when the steps below change in a way that needs a rebuild
+want=$( { echo "recipe $RECIPE"; "$PY" --version; cat "$REQ"; } | sha256sum | cut -d' ' -f1)
+is_current() { [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; }
+if is_current; then
+  echo "setup_venv.sh: $VENV is up to date"
+  exit 0
+fi
+# Serialise concurrent builds (two test sessions at once): lock this script, then check again.
+exec 9<"tests/oracle/setup_venv.sh"
+flock 9
+if is_current; then
   echo "setup_venv.sh: $VENV is up to date"
   exit 0
 fi
@@ -29,7 +39,7 @@ import librosa
 librosa.resample(np.zeros(1600, dtype=np.float32), orig_sr=16000, target_sr=24000)
 librosa.filters.mel(sr=24000, n_fft=1024, n_mels=128, fmin=0, fmax=12000)
 PY
-# Prove the official package imports through our shim before stamping the venv as good.
+# Prove the official package imports through our shim (-P: the repo root must not shadow it) before stamping.
 "$VENV/bin/python" -P -c "import sys; sys.path.insert(0, 'tests/oracle'); import shim; shim.import_official()"
 echo "$want" > "$STAMP"
 echo "setup_venv.sh: built $VENV"

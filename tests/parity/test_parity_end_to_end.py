@@ -1,9 +1,11 @@
-"""Parity of batched generation (left padding, per-row positions) and of the 0.6B instruct rule.
+"""End-to-end parity through our public API: batches, the 0.6B instruct rule, voice cloning from reference audio.
 
 - A batch of two CustomVoice requests with different prompt lengths (one with instruct and a dialect speaker) gives
   the official batch's greedy codes row by row, through our public ``generate_codes([...])``.
 - A checkpoint whose ``tts_model_size`` is "0b6" ignores ``instruct`` for CustomVoice in the official wrapper; ours
   must build the same prompt (instruct dropped), not a longer one.
+- Cloning from a 16 kHz reference clip (resample, codec encode, x-vector, ICL prompt, generation, decode of reference
+  + new codes with the reference share cut off) gives the official ``generate_voice_clone`` codes and waveform.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ ROWS = [
      "language": "auto", "instruct": "Speak calm, like a whisper."},
 ]  # fmt: skip
 INSTRUCT = "Speak calm, like a whisper."
+REF_TEXT = "The castle was calm that night."
+CLIP_SR = 16_000
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,21 @@ def small_custom_voice(tiny_custom_voice: Path, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
-def official(oracle: Oracle, no_eos_custom_voice: Path, small_custom_voice: Path) -> OracleResults:
+def no_eos_base(tiny_factory) -> Path:
+    return tiny_factory("base", eos="never")
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.Tensor:
+    from tests.parity.model_cases import reference_clip
+
+    return reference_clip(1.2, CLIP_SR, seed=9)
+
+
+@pytest.fixture(scope="module")
+def official(
+    oracle: Oracle, no_eos_custom_voice: Path, small_custom_voice: Path, no_eos_base: Path, clip: torch.Tensor
+) -> OracleResults:
     batch = {key: [row[key] for row in ROWS] for key in ROWS[0]}
     greedy = {"do_sample": False, "subtalker_dosample": False, "repetition_penalty": 1.0, "max_new_tokens": FRAMES + 1}
     single = {"mode": "custom_voice", "text": ROWS[1]["text"], "speaker": "vivian", "language": "english"}
@@ -55,7 +73,10 @@ def official(oracle: Oracle, no_eos_custom_voice: Path, small_custom_voice: Path
         {"id": "small_instruct", "op": "prompt", "checkpoint": small_custom_voice,
          "args": {**single, "instruct": INSTRUCT}},
         {"id": "small_plain", "op": "prompt", "checkpoint": small_custom_voice, "args": single},
-    ])  # fmt: skip
+        {"id": "clone", "op": "generate", "checkpoint": no_eos_base,
+         "args": {"mode": "voice_clone", "text": ROWS[1]["text"], "language": "english", "ref_audio": "clip",
+                  "ref_sr": CLIP_SR, "ref_text": REF_TEXT, **greedy}},
+    ], inputs={"clip": clip})  # fmt: skip
 
 
 def test_batched_greedy_codes_match_official_batch(official: OracleResults, no_eos_custom_voice: Path) -> None:
@@ -86,3 +107,20 @@ def test_small_custom_voice_drops_instruct_like_official(official: OracleResults
     ours = tts.talker_inputs([req]).embeds
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     assert tts.supports_instruct is False
+
+
+def test_clone_from_reference_audio_matches_official(official: OracleResults, no_eos_base: Path, clip) -> None:
+    from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
+
+    torch.set_num_threads(1)
+    tts = QwenTTS.from_pretrained(no_eos_base)
+    audio = clip.numpy()
+    req = SynthesisRequest(ROWS[1]["text"], language="english", speaker_vector=tts.speaker_embedding(audio, CLIP_SR),
+                           ref_codes=tts.codec.encode(audio, CLIP_SR), ref_text=REF_TEXT,
+                           sampling=SamplingParams.greedy(1.0), max_frames=FRAMES)  # fmt: skip
+    theirs = official["clone"]
+    assert torch.equal(torch.stack(list(tts.generate_codes(req))), theirs["codes"])
+    wav = torch.from_numpy(tts.synthesize(req))
+    their_wav = theirs["wav"]
+    assert their_wav.shape[0] - wav.shape[0] in (0, 1)  # the official proportional cut may keep one extra sample
+    assert float((wav - their_wav[their_wav.shape[0] - wav.shape[0] :]).abs().max()) <= 1e-4
