@@ -194,7 +194,8 @@ class Production:
         """Start attempts until one's probe (its first `probe_seconds`, held back, unheard) scores >= threshold."""
         guard = self.options.guard
         retries = guard.max_retries if reference is not None and guard.probe_seconds > 0 else 0
-        probe_samples = int(guard.probe_seconds * SAMPLE_RATE) if reference is not None else 0
+        probe_s = max(guard.probe_seconds, MIN_SCORED_SECONDS) if guard.probe_seconds > 0 else 0.0
+        probe_samples = int(probe_s * SAMPLE_RATE) if reference is not None else 0
         for attempt in range(retries + 1):
             report.seed, report.attempts = identity.seed + attempt * SEED_STRIDE, attempt + 1
             request = EngineRequest(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech))
