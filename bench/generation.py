@@ -1,11 +1,13 @@
 """Generation speed: ours vs the official qwen-tts package on the same weights, prompt and frame count.
 
     .venv/bin/python bench/generation.py [--size tiny|0.6b|1.7b] [--frames 100] [--device cpu|cuda] [--dtype fp32|bf16]
-        [--threads 1] [--sampling greedy|default] [--batch 1] [--checkpoint DIR] [--no-official]
+        [--threads 1] [--sampling greedy|default] [--batch 1] [--repeat 3] [--cuda-graphs] [--checkpoint DIR]
+        [--no-official]
 
 Builds (or reuses) an ``--eos never`` random checkpoint so both sides generate exactly ``--frames`` frames. Ours runs
 in this process; the official package runs in ``.venv-oracle`` (tests/oracle/setup_venv.sh) through the ORACLE
-helper's import shim, in a subprocess, after a warm-up run on each side. Prints one JSON line: ours_fps, official_fps,
+helper's import shim, in a subprocess, after a warm-up run on each side; each side reports its best of ``--repeat``
+timed runs (the CI machine is shared). Prints one JSON line: ours_fps, official_fps,
 ratio, ttff_ms (ours: first frame available), official_ttff_ms (the official API returns all frames at once), device.
 """
 
@@ -49,7 +51,7 @@ def run(n):
     if a["device"] == "cuda": torch.cuda.synchronize()
     return time.perf_counter() - t, codes[0].shape[0]
 run(5)
-dt, n = run(a["frames"])
+dt, n = min(run(a["frames"]) for _ in range(a["repeat"]))
 print(json.dumps({"fps": n * a["batch"] / dt, "frames": n, "seconds": dt}))
 """
 
@@ -68,7 +70,9 @@ def run_ours(args, folder: Path) -> dict:
     from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
 
     dtype = getattr(torch, DTYPES[args.dtype])
-    tts = QwenTTS.from_pretrained(folder, device=args.device, dtype=dtype, load_codec_encoder=False)
+    tts = QwenTTS.from_pretrained(
+        folder, device=args.device, dtype=dtype, load_codec_encoder=False, cuda_graphs=args.cuda_graphs
+    )
     sampling = SamplingParams.greedy() if args.sampling == "greedy" else SamplingParams()
 
     def make(n):
@@ -95,7 +99,7 @@ def run_ours(args, folder: Path) -> dict:
     run(args.frames)  # second warm-up: graph capture / allocator settle at the full length
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    total, first, count = run(args.frames)
+    total, first, count = min(run(args.frames) for _ in range(args.repeat))  # best of: the machine may be shared
     out = {"fps": count * args.batch / total, "ttff_ms": first * 1000, "frames": count, "seconds": total}
     if args.device == "cuda":
         out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -108,7 +112,8 @@ def run_official(args, folder: Path) -> dict | None:
         log.warning("no .venv-oracle (run tests/oracle/setup_venv.sh); official side skipped")
         return None
     payload = {"dir": str(folder), "dtype": DTYPES[args.dtype], "device": args.device, "threads": args.threads,
-               "text": TEXT, "greedy": args.sampling == "greedy", "frames": args.frames, "batch": args.batch}  # fmt: skip
+               "text": TEXT, "greedy": args.sampling == "greedy", "frames": args.frames, "batch": args.batch,
+               "repeat": args.repeat}  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([str(python), "-P", "-c", OFFICIAL, json.dumps(payload)], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -127,6 +132,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sampling", default="greedy", choices=["greedy", "default"])
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per side; the best one counts")
+    parser.add_argument("--cuda-graphs", action="store_true", help="opt in to our CUDA-graph path")
     parser.add_argument("--checkpoint", type=Path, help="an --eos never checkpoint folder (built when missing)")
     parser.add_argument("--no-official", action="store_true")
     args = parser.parse_args()
@@ -147,7 +154,7 @@ def main() -> int:
         "official_ttff_ms": round(official["seconds"] * 1000, 1) if official else None,
         "realtime_x": round(ours["fps"] / 12.5, 2),
         "device": device, "size": args.size, "dtype": args.dtype, "frames": args.frames, "batch": args.batch,
-        "sampling": args.sampling,
+        "sampling": args.sampling, "cuda_graphs": args.cuda_graphs, "repeat": args.repeat,
     }  # fmt: skip
     if "peak_gpu_gib" in ours:
         result["peak_gpu_gib"] = round(ours["peak_gpu_gib"], 2)
