@@ -99,7 +99,7 @@ class LocalEngine:
         device: str = "auto",
         dtype: str = "auto",
         first_chunk_frames: int = 2,
-        chunk_frames: int = 4,
+        chunk_frames: int = 16,
     ) -> None:
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ValueError(f"chunk sizes must be >= 1 frame, got {first_chunk_frames} and {chunk_frames}")
@@ -174,7 +174,9 @@ class LocalEngine:
             pending.append(codes)
             if len(pending) >= size:
                 yield self._decode(tts, decoder, pending)
-                pending, size = [], self.chunk_frames
+                # Small first chunks for latency, then doubling up to chunk_frames: once playback has a head start,
+                # fewer and larger decoder pushes cost less (the stop check stays per frame either way).
+                pending, size = [], min(2 * size, self.chunk_frames)
         if pending and not stop():
             yield self._decode(tts, decoder, pending)
 
