@@ -120,21 +120,23 @@ def sampling_params(case: Case, greedy_penalty: float | None = None) -> Any:
 
 @torch.inference_mode()
 def teacher_forced_distributions(
-    model: Any, inputs: Any, codes: torch.Tensor, params: Any
+    model: Any, inputs: Any, codes: torch.Tensor, params: Any, eager: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Our processed distributions given the official history ``codes`` (T, 16).
 
     Returns talker probs (T+1, vocab): step k conditions on frames < k (the official draws one more c0 than it
-    emits), and predictor probs (T*15, 2048) for codebooks 1..15 of each frame in order.
+    emits), and predictor probs (T*15, 2048) for codebooks 1..15 of each frame in order. The talker runs on the
+    stepper generation uses by default (``make_stepper``) or, with ``eager``, on the eager reference ``Stepper``.
     """
-    from qwen_tts.generate import Stepper
+    from qwen_tts.generate import Stepper, make_stepper
     from qwen_tts.sampling import subtalker_scores, suppress_mask, talker_scores
 
     tc = model.config.talker_config
     eos = tc.codec_eos_token_id
     suppressed = suppress_mask(tc.vocab_size, eos)
     frames = codes.shape[0]
-    stepper = Stepper(model, inputs, inputs.mask.shape[1] + frames + 2)
+    cache_len = inputs.mask.shape[1] + frames + 2
+    stepper = Stepper(model, inputs, cache_len) if eager else make_stepper(model, inputs, cache_len, params)
     logits, hidden = stepper.prefill()
     talker, predictor = [], []
     for k in range(frames + 1):
@@ -146,4 +148,5 @@ def teacher_forced_distributions(
         predictor += [subtalker_scores(sub_logits[:, j], params).softmax(-1) for j in range(sub_logits.shape[1])]
         text = inputs.trailing[:, k] if k < inputs.trailing.shape[1] else inputs.pad_embed[None]
         logits, hidden = stepper.talker_step(frame, text, k)
+    stepper.close()
     return torch.cat(talker), torch.cat(predictor)

@@ -251,13 +251,16 @@ def test_processors_match_on_official_logits(official: OracleResults, models, ca
     torch.testing.assert_close(ours, rec["predictor_probs"], rtol=0, atol=PROB_ATOL)
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["default_path", "eager_reference"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_distributions_match_given_official_history(official: OracleResults, models, inputs, case: Case) -> None:
+def test_distributions_match_given_official_history(
+    official: OracleResults, models, inputs, case: Case, eager: bool
+) -> None:
     """Our model + processors, teacher-forced on the official sampled codes, give the official distributions."""
     rec = official[f"{case.name}.sampled"]
     assert 0 < rec["codes"].shape[0] <= SAMPLED_FRAMES
     talker, predictor = teacher_forced_distributions(models[case.model_type][0], inputs[case.name], rec["codes"],
-                                                     sampling_params(case))  # fmt: skip
+                                                     sampling_params(case), eager=eager)  # fmt: skip
     torch.testing.assert_close(talker, rec["talker_probs"], rtol=0, atol=PROB_ATOL)
     torch.testing.assert_close(predictor, rec["predictor_probs"], rtol=0, atol=PROB_ATOL)
     # The support (what top-k / top-p keep) must be identical, not just close.
