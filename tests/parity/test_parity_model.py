@@ -183,10 +183,13 @@ def test_prefill_logits_match(official: OracleResults, models, inputs, case: Cas
 # --- greedy generation ------------------------------------------------------------------------------------------
 
 
-def _our_greedy(model, inputs, case: Case, penalty: float) -> torch.Tensor:
-    from qwen_tts.generate import generate_frames
+def _our_greedy(model, inputs, case: Case, penalty: float, eager: bool = False) -> torch.Tensor:
+    """Greedy frames on the default stepper (what generation uses) or on the eager reference ``Stepper``."""
+    from qwen_tts.generate import Stepper, default_cache_len, generate_frames
 
-    frames = generate_frames(model, inputs, sampling_params(case, penalty), GREEDY_FRAMES)
+    cache_len = default_cache_len(inputs, GREEDY_FRAMES, model.config.talker_config.max_position_embeddings)
+    stepper = Stepper(model, inputs, cache_len) if eager else None
+    frames = generate_frames(model, inputs, sampling_params(case, penalty), GREEDY_FRAMES, stepper=stepper)
     return torch.cat([f.codes for f in frames])
 
 
@@ -198,14 +201,17 @@ def _assert_same_codes(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     )
 
 
-@pytest.mark.parametrize("penalty", [1.0, 1.05])
+@pytest.mark.parametrize(
+    ("penalty", "eager"), [(1.0, False), (1.05, False), (1.0, True)], ids=["rep1.0", "rep1.05", "rep1.0-eager"]
+)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_greedy_codes_identical(
-    official: OracleResults, no_eos_models, no_eos_inputs, case: Case, penalty: float
+    official: OracleResults, no_eos_models, no_eos_inputs, case: Case, penalty: float, eager: bool
 ) -> None:
     theirs = official[f"{case.name}.greedy{penalty}"]["codes"]
     assert theirs.shape[0] == GREEDY_FRAMES
-    _assert_same_codes(_our_greedy(no_eos_models[case.model_type][0], no_eos_inputs[case.name], case, penalty), theirs)
+    model = no_eos_models[case.model_type][0]
+    _assert_same_codes(_our_greedy(model, no_eos_inputs[case.name], case, penalty, eager), theirs)
 
 
 @pytest.mark.parametrize("case", EOS_CASES, ids=lambda c: c.name)
