@@ -142,12 +142,36 @@ def pack(model) -> PackedModel:
     return packed
 
 
+class SlicedCache:
+    """A KVCache whose write and read views for fixed slot ranges are built once (the predictor's steps are fixed),
+    so an update is two copies and no slicing."""
+
+    def __init__(self, cache: KVCache, ranges: list[tuple[int, int]]):
+        self.cache = cache
+        self.views = {
+            start: [
+                (cache.k[i][:, :, start : start + n], cache.v[i][:, :, start : start + n],
+                 cache.k[i][:, :, : start + n], cache.v[i][:, :, : start + n])
+                for i in range(cache.k.shape[0])
+            ]
+            for start, n in ranges
+        }  # fmt: skip
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int):
+        write_k, write_v, read_k, read_v = self.views[start][layer]
+        write_k.copy_(k)
+        write_v.copy_(v)
+        return read_k, read_v
+
+
 class FastStepper(Stepper):
     """``Stepper`` with the code predictor and the talker step on the fused functional path."""
 
     def __init__(self, model, inputs, cache_len: int):
         super().__init__(model, inputs, cache_len)
         self.packed = pack(model)
+        steps = len(self.packed.heads)
+        self.cp_cache = SlicedCache(self.cp_cache, [(0, 2)] + [(j, 1) for j in range(2, steps + 1)])
         weight = self.packed.codec_table
         self.cp_rope = [self.packed.predictor.rope(None, 0, 2, weight.device, weight.dtype)]
         self.cp_rope += [self.packed.predictor.rope(None, j, 1, weight.device, weight.dtype) for j in range(2, 16)]
