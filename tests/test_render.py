@@ -193,6 +193,9 @@ async def test_eta_is_learned_and_persisted(engine, make_narrator, tmp_path):
     stored = json.loads((tmp_path / "eta.json").read_text())
     (entry,) = stored.values()
     assert entry["renders"] == 1 and entry["rate"] > 0
-    events = await collect(make_narrator(), parse_script("Hello there. [Pause] Again."), voices_for(engine))
+    script = parse_script("Hello there. [Pause] Again.")
+    later = make_narrator()
+    assert later.predict_seconds(script) == pytest.approx(entry["rate"] * (12 + 6) / 15.0)  # 18 characters of speech
+    events = await collect(later, script, voices_for(engine))
     etas = [e.eta_s for e in events if isinstance(e, Progress)]
     assert all(eta is not None and eta >= 0 for eta in etas)

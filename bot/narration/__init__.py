@@ -29,7 +29,7 @@ The service (one per inference worker; the worker owns the GPU thread)::
 
     engine = LocalEngine(custom_voice_model, base_model=None, design_model=None, device="auto", dtype="auto")
     narrator = Narrator(engine, outputs_dir=Path("outputs"), compute=worker.compute, eta_path=data_dir / "eta.json",
-                        guard=DriftGuard(threshold=0.6, max_retries=2, probe_seconds=2.0))
+                        guard=DriftGuard(threshold=0.5, max_retries=2, probe_seconds=1.5))
     # compute(fn, *args) -> awaitable: runs blocking model work on the worker's one thread (default: own thread).
 
     async for event in narrator.render(script, voices, job_id=42, cancel=threading_event, max_frames=None):
@@ -39,6 +39,8 @@ The service (one per inference worker; the worker owns the GPU thread)::
     # voices: Mapping[str | None, Identity]; key None = the narrator, other keys = `[@name]` names (case-insensitive).
     # Cancelling (cancel.set(), task.cancel() or leaving the loop) stops audio at once and the compute thread at its
     # next frame; no master is kept for a cancelled render.
+
+    narrator.predict_seconds(script) -> float   # Smart ETA before queueing (stored speed of this model + device)
 
     lock = await narrator.design_voice(description, name, language="auto", seed=0)   # -> VoiceLock
     lock = await narrator.clone_voice(audio, sr, transcript, name, language="auto")  # -> VoiceLock

@@ -91,15 +91,17 @@ class VoiceLock:
 class DriftGuard:
     """Re-sample a segment whose lock score (cosine to the locked x-vector) is below `threshold`.
 
-    The first `probe_seconds` of each attempt are held back and scored before any of it is played, so a rejected
-    attempt is never heard and the stream always equals the master. The whole segment is scored again at its end
-    for the report. `max_retries` bounds the extra attempts (each with a new seed offset); after the last one the
-    best-scoring attempt so far is not recoverable, so the last one is kept and a warning logged.
+    The first `probe_seconds` (at least 0.5 s) of each attempt are held back and scored before any of it is played,
+    so a rejected attempt is never heard and the stream always equals the master; the cost of a retry is one probe,
+    not one segment. `max_retries` bounds the extra attempts (each with the seed offset by `SEED_STRIDE`); the last
+    attempt is kept whatever its score (and a warning logged). The whole segment is scored again at its end: that is
+    the lock score reported per segment. Identities without an x-vector (presets, fine-tuned speakers) are not
+    guarded. The threshold is a starting point, not tuned on real weights: read the reported scores to set it.
     """
 
-    threshold: float = 0.6
+    threshold: float = 0.5
     max_retries: int = 2
-    probe_seconds: float = 2.0
+    probe_seconds: float = 1.5
     enabled: bool = True
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bot.narration.engine import SAMPLE_RATE, Engine
-from bot.narration.eta import EtaStore
+from bot.narration.eta import EtaStore, RenderEta, eta_key
 from bot.narration.identity import DriftGuard, Identity, VoiceLock
 from bot.narration.production import (
     AudioChunk,
@@ -31,7 +31,7 @@ from bot.narration.production import (
     RenderOptions,
     Stopped,
 )
-from bot.narration.script import Pause, Script, Speech
+from bot.narration.script import Pause, Script, Speech, estimate_seconds
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,12 @@ class Narrator:
         finally:
             closed.set()
             task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
+
+    def predict_seconds(self, script: Script) -> float:
+        """Smart ETA before rendering: predicted compute seconds from the text and the stored speed of this model on
+        this device (first call reads the small ETA file; a first guess of real time when nothing was measured)."""
+        units = sum(estimate_seconds(s.text) for s in script.speeches)
+        return RenderEta(units, self.eta_store.rate(eta_key(self.engine.describe()))).remaining_s(0.0, 0.0)
 
     # -- identities --------------------------------------------------------------------------------------------------
 
