@@ -126,3 +126,41 @@ def test_eos_never_zeroes_the_eos_row(tmp_path):
     eos = model.config.talker_config.codec_eos_token_id
     assert torch.count_nonzero(model.talker.codec_head.weight[eos]) == 0
     assert torch.count_nonzero(model.talker.codec_head.weight[eos - 1]) > 0
+
+
+@pytest.mark.parametrize(
+    "size,keys,params,predictor,speaker",
+    [("0.6b", 478, 914_643_008, 141_570_304, 8_854_336), ("1.7b", 480, 1_928_677_440, 175_125_760, 12_001_088)],
+)
+def test_full_size_module_tree_matches_the_released_checkpoints(size, keys, params, predictor, speaker):
+    """Key counts and parameter counts of the released Base checkpoints (meta device: no memory used)."""
+    from qwen_tts.loading import build_empty
+    from qwen_tts.tiny import tiny_config
+
+    state = build_empty(tiny_config("base", size, {"tts_pad_token_id": 3})).state_dict()
+
+    def count(prefix=""):
+        return sum(v.numel() for k, v in state.items() if k.startswith(prefix))
+
+    assert (len(state), count(), count("talker.code_predictor."), count("speaker_encoder.")) == (
+        keys, params, predictor, speaker,
+    )  # fmt: skip
+    assert state["talker.model.text_embedding.weight"].shape == (151936, 2048)
+
+
+def test_cli_writes_a_loadable_checkpoint(tmp_path):
+    from qwen_tts.tiny import main
+
+    assert main([str(tmp_path / "cli"), "--type", "voice_design", "--seed", "5"]) == 0
+    model = load_model(tmp_path / "cli")
+    assert model.model_type == "voice_design" and model.config.talker_config.spk_id == {}
+    for name in (
+        "generation_config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "speech_tokenizer/config.json",
+        "speech_tokenizer/model.safetensors",
+    ):
+        assert (tmp_path / "cli" / name).is_file(), name
