@@ -315,3 +315,19 @@ def op_weights_check(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[T
     meta["speakers"] = sorted(tts.get_supported_speakers() or [])
     meta["languages"] = sorted(tts.get_supported_languages() or [])
     return {}, meta
+
+
+def op_tokenize(_unused: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """Text ids from the official processor exactly as ``Qwen3TTSModel.from_pretrained`` loads it
+    (``AutoProcessor.from_pretrained(dir, fix_mistral_regex=True)``), for each string in ``args['texts']``.
+
+    Needs only config.json + the tokenizer files in ``args['folder']`` (no weights are loaded).
+    """
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSProcessor
+    from transformers import AutoConfig, AutoProcessor
+
+    AutoConfig.register("qwen3_tts", Qwen3TTSConfig, exist_ok=True)
+    AutoProcessor.register(Qwen3TTSConfig, Qwen3TTSProcessor, exist_ok=True)
+    processor = AutoProcessor.from_pretrained(args["folder"], fix_mistral_regex=True)
+    out = {f"ids_{i}": processor(text=t, return_tensors="pt")["input_ids"][0] for i, t in enumerate(args["texts"])}
+    return out, {"vocab_size": len(processor.tokenizer)}

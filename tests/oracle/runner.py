@@ -32,6 +32,7 @@ log = logging.getLogger("oracle.runner")
 
 MODEL_OPS = ("prompt", "generate", "xvector", "save", "weights_check")
 CODEC_OPS = ("decode", "encode")
+STANDALONE_OPS = ("tokenize",)  # need no loaded checkpoint
 
 
 class _Loader:
@@ -67,9 +68,14 @@ def _run_job(loader: _Loader, job: dict[str, Any], inputs: dict[str, Any]) -> tu
     import official_ops
 
     op = job["op"]
-    if op not in MODEL_OPS + CODEC_OPS:
-        raise ValueError(f"unknown op {op!r}; allowed: {MODEL_OPS + CODEC_OPS}")
-    target = loader.codec(job["checkpoint"]) if op in CODEC_OPS else loader.model(job["checkpoint"])
+    if op not in MODEL_OPS + CODEC_OPS + STANDALONE_OPS:
+        raise ValueError(f"unknown op {op!r}; allowed: {MODEL_OPS + CODEC_OPS + STANDALONE_OPS}")
+    if op in STANDALONE_OPS:
+        target = None
+    elif op in CODEC_OPS:
+        target = loader.codec(job["checkpoint"])
+    else:
+        target = loader.model(job["checkpoint"])
     args = dict(job.get("args", {}))
     if op in ("save", "weights_check"):
         args.setdefault("source", job["checkpoint"])

@@ -4,6 +4,8 @@
   the official batch's greedy codes row by row, through our public ``generate_codes([...])``.
 - A checkpoint whose ``tts_model_size`` is "0b6" ignores ``instruct`` for CustomVoice in the official wrapper; ours
   must build the same prompt (instruct dropped), not a longer one.
+- A Qwen2 tokenizer with a real-size vocabulary (> 100000 entries) splits text like the official processor, which
+  loads it with ``fix_mistral_regex=True`` (that rewrites the split regex for such vocabularies: "iPhone" -> i|Phone).
 - Cloning from a 16 kHz reference clip (resample, codec encode, x-vector, ICL prompt, generation, decode of reference
   + new codes with the reference share cut off) gives the official ``generate_voice_clone`` codes and waveform.
 """
@@ -30,6 +32,9 @@ ROWS = [
 INSTRUCT = "Speak calm, like a whisper."
 REF_TEXT = "The castle was calm that night."
 CLIP_SR = 16_000
+BIG_VOCAB = 100_100  # above the 100000 entries at which transformers applies the regex fix
+CASE_MERGES = [("i", "P"), ("o", "W")]
+TOKENIZER_TEXTS = ["iPhone HelloWorld", "<|im_start|>assistant\nOnce upon a time, iPhone said hello.<|im_end|>\n"]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +66,32 @@ def clip() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
+def big_vocab_tokenizer(tiny_custom_voice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tokenizer padded to BIG_VOCAB entries, with merges that cross a case change ("i P", "o W")."""
+    folder = tmp_path_factory.mktemp("big_vocab")
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        shutil.copy(tiny_custom_voice / name, folder / name)
+    vocab = json.loads((tiny_custom_voice / "vocab.json").read_text())
+    header, *merges = (tiny_custom_voice / "merges.txt").read_text().splitlines()
+    for a, b in CASE_MERGES:
+        vocab.setdefault(a + b, len(vocab))
+    filler = (f"filler{i}" for i in range(BIG_VOCAB))
+    while len(vocab) < BIG_VOCAB:
+        vocab.setdefault(next(filler), len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    lines = [header, *(f"{a} {b}" for a, b in CASE_MERGES), *merges]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
 def official(
-    oracle: Oracle, no_eos_custom_voice: Path, small_custom_voice: Path, no_eos_base: Path, clip: torch.Tensor
+    oracle: Oracle,
+    no_eos_custom_voice: Path,
+    small_custom_voice: Path,
+    no_eos_base: Path,
+    clip: torch.Tensor,
+    big_vocab_tokenizer: Path,
 ) -> OracleResults:
     batch = {key: [row[key] for row in ROWS] for key in ROWS[0]}
     greedy = {"do_sample": False, "subtalker_dosample": False, "repetition_penalty": 1.0, "max_new_tokens": FRAMES + 1}
@@ -76,6 +105,8 @@ def official(
         {"id": "clone", "op": "generate", "checkpoint": no_eos_base,
          "args": {"mode": "voice_clone", "text": ROWS[1]["text"], "language": "english", "ref_audio": "clip",
                   "ref_sr": CLIP_SR, "ref_text": REF_TEXT, **greedy}},
+        {"id": "tokenize", "op": "tokenize", "checkpoint": big_vocab_tokenizer,
+         "args": {"folder": str(big_vocab_tokenizer), "texts": TOKENIZER_TEXTS}},
     ], inputs={"clip": clip})  # fmt: skip
 
 
@@ -124,3 +155,17 @@ def test_clone_from_reference_audio_matches_official(official: OracleResults, no
     their_wav = theirs["wav"]
     assert their_wav.shape[0] - wav.shape[0] in (0, 1)  # the official proportional cut may keep one extra sample
     assert float((wav - their_wav[their_wav.shape[0] - wav.shape[0] :]).abs().max()) <= 1e-4
+
+
+def test_big_vocabulary_tokenizes_like_official(official: OracleResults, big_vocab_tokenizer: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from qwen_tts.tokenizer import TextTokenizer
+
+    assert official.meta("tokenize")["vocab_size"] == BIG_VOCAB
+    ours = TextTokenizer.from_pretrained(big_vocab_tokenizer)
+    for i, text in enumerate(TOKENIZER_TEXTS):
+        assert ours.encode(text) == official["tokenize"][f"ids_{i}"].tolist(), text
+    # The input is sensitive: without the regex fix "iP" would merge across the case change.
+    unfixed = AutoTokenizer.from_pretrained(str(big_vocab_tokenizer), fix_mistral_regex=False)
+    assert unfixed(TOKENIZER_TEXTS[0], add_special_tokens=False)["input_ids"] != ours.encode(TOKENIZER_TEXTS[0])
