@@ -9,6 +9,9 @@ where a query may attend; ``None`` means "causal over the slots written so far, 
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +67,23 @@ class RotaryTable:
         """Same positions start..start+length-1 for every row: cos, sin (1, 1, L, D) (no gather, cheaper)."""
         cos, sin = self.table(start + length, device, dtype)
         return cos[start : start + length][None, None], sin[start : start + length][None, None]
+
+
+@functools.cache
+def flash_attn_func():
+    """``flash_attn.flash_attn_func`` when FlashAttention-2 is installed, else None (looked up once, lazily)."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return None
+    from flash_attn import flash_attn_func as func
+
+    return func
+
+
+def _use_flash(q: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> bool:
+    """FlashAttention-2 for unpadded causal prefills on CUDA in fp16/bf16; SDPA for everything else."""
+    return (
+        causal and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and bool(flash_attn_func())
+    )
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +153,9 @@ class Attention(nn.Module):
         causal = mask is None and n > 1 and k.shape[2] == n
         if mask is None and n > 1 and not causal:
             raise ValueError("several new positions after cached ones need an explicit mask")
+        if _use_flash(q, mask, causal):  # (B, L, heads, D) layout; GQA is native there
+            out = flash_attn_func()(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+            return self.o_proj(out.reshape(b, n, self.num_heads * self.head_dim))
         gqa = self.num_heads != self.num_kv_heads
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))

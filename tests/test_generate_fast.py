@@ -106,3 +106,18 @@ def test_cuda_graphs_equal_the_fused_path_on_gpu(tiny_custom_voice):
     one = torch.stack(list(tts.generate_codes(sampled, torch.Generator("cuda").manual_seed(3))))
     two = torch.stack(list(tts.generate_codes(sampled, torch.Generator("cuda").manual_seed(3))))
     assert torch.equal(one, two)
+
+
+@pytest.mark.gpu
+def test_flash_attention_prefill_matches_sdpa(tiny_custom_voice, monkeypatch):
+    from qwen_tts import layers
+    from qwen_tts.generate import prefill_logits
+
+    if layers.flash_attn_func() is None:
+        pytest.skip("flash-attn is not installed")
+    tts = QwenTTS.from_pretrained(tiny_custom_voice, device="cuda", dtype=torch.bfloat16, load_codec_encoder=False)
+    inputs = tts.talker_inputs([SynthesisRequest("Once upon a time.", speaker="vivian")])
+    flash, _ = prefill_logits(tts.model, inputs)
+    monkeypatch.setattr(layers, "_use_flash", lambda *a: False)
+    sdpa, _ = prefill_logits(tts.model, inputs)
+    torch.testing.assert_close(flash.float(), sdpa.float(), atol=0.05, rtol=0.05)
