@@ -241,10 +241,16 @@ def op_decode(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensor
 
 
 def op_encode(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
-    """Official speech tokenizer encode of mono float audio at ``args['sr']`` Hz -> codes (T, 16) int64."""
-    audio = inputs[args["audio"]].float().numpy()
-    enc = codec.encode(audio, sr=int(args["sr"]))
-    return {"codes": enc.audio_codes[0].long()}, {}
+    """Official speech tokenizer encode of mono float audio at ``args['sr']`` Hz -> codes (T, 16) int64.
+
+    ``args['audio']`` names one input, or a list encoded as one padded batch -> codes_0, codes_1, ...
+    """
+    names = args["audio"]
+    if isinstance(names, str):
+        enc = codec.encode(inputs[names].float().numpy(), sr=int(args["sr"]))
+        return {"codes": enc.audio_codes[0].long()}, {}
+    enc = codec.encode([inputs[n].float().numpy() for n in names], sr=int(args["sr"]))
+    return {f"codes_{i}": c.long() for i, c in enumerate(enc.audio_codes)}, {}
 
 
 def op_xvector(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:

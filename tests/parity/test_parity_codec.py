@@ -56,6 +56,7 @@ def official(oracle: Oracle, tiny_codec_dir: Path) -> OracleResults:
         {"id": "enc24", "op": "encode", "checkpoint": ckpt, "args": {"audio": "a24", "sr": SR}},
         {"id": "enc24_odd", "op": "encode", "checkpoint": ckpt, "args": {"audio": "a24_odd", "sr": SR}},
         {"id": "enc16", "op": "encode", "checkpoint": ckpt, "args": {"audio": "a16", "sr": 16_000}},
+        {"id": "enc_batch", "op": "encode", "checkpoint": ckpt, "args": {"audio": ["a24_odd", "a24"], "sr": SR}},
     ]
     return oracle.run(jobs, inputs={**CODES, **AUDIO})
 
@@ -136,3 +137,12 @@ def test_encode_resampled_input_codes_identical(codec, official: OracleResults) 
     ours = codec.encode(AUDIO["a16"].numpy(), 16_000)
     assert ours.shape == theirs.shape
     assert torch.equal(ours.cpu(), theirs), f"{int((ours.cpu() != theirs).sum())} of {theirs.numel()} codes differ"
+
+
+def test_padded_batch_encode_matches_official(codec, official: OracleResults) -> None:
+    """Two clips of different lengths in one batch: the padding mask must give each its own frame count and codes."""
+    ours = codec.encode_batch([AUDIO["a24_odd"].numpy(), AUDIO["a24"].numpy()], SR)
+    for i, name in enumerate(("a24_odd", "a24")):
+        theirs = official["enc_batch"][f"codes_{i}"]
+        assert theirs.shape == (int(np.ceil(AUDIO[name].numel() / SAMPLES_PER_FRAME)), 16)
+        assert torch.equal(ours[i], theirs), f"{name}: {int((ours[i] != theirs).sum())} codes differ"
