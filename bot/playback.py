@@ -1,7 +1,7 @@
 """Voice connections and the per-guild audio stream.
 
 `Playback` joins the caller's channel (or refuses politely when the caller is in none), keeps ONE long-lived
-`PCMStreamSource` playing per connected guild, and exposes `feed/end/skip/stop` keyed by job id. When the player ends
+`PCMStreamSource` playing per connected guild (started by the first audio, then kept, silent between renders), and exposes `feed/end/skip/stop` keyed by job id. When the player ends
 on its own (the connection dropped), the source is forgotten; the next `feed` starts a new one if the bot is connected
 again, and `feed` returns False meanwhile so the render can tell its user and go on with the master.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 import discord
 
@@ -27,6 +28,7 @@ class Playback:
         self.prebuffer_s = prebuffer_s
         self._sources: dict[int, PCMStreamSource] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._played: weakref.WeakSet[PCMStreamSource] = weakref.WeakSet()  # sources handed to a player once
 
     # -- connecting --------------------------------------------------------------------------------------------------
 
@@ -57,7 +59,8 @@ class Playback:
                 except (asyncio.TimeoutError, discord.ClientException) as exc:
                     log.warning("voice connect to %s failed: %r", channel.id, exc)
                     raise UserError(f"I could not join {channel.mention}; try again in a moment.") from exc
-            self._ensure_playing(vc)
+            # The player starts with the first audio, not now: a model that loads meanwhile cannot starve it.
+            self._sources.setdefault(guild.id, PCMStreamSource(prebuffer_s=self.prebuffer_s))
             return vc
 
     async def leave(self, guild: discord.Guild) -> bool:
@@ -131,8 +134,10 @@ class Playback:
         source = self._sources.get(guild_id)
         if source is not None and vc.is_playing() and vc.source is source:
             return source
-        source = PCMStreamSource(prebuffer_s=self.prebuffer_s)
-        self._sources[guild_id] = source
+        if source is None or source in self._played:  # a player that ended takes its source with it
+            source = PCMStreamSource(prebuffer_s=self.prebuffer_s)
+            self._sources[guild_id] = source
+        self._played.add(source)
         loop = asyncio.get_running_loop()
 
         def after(error: Exception | None) -> None:

@@ -14,6 +14,7 @@ parameter counts (talker + code predictor + speaker encoder, plus the 114 M-para
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 from bot.guild_config import GuildConfig
@@ -78,6 +79,9 @@ class Services:
         self.playback = Playback(client)
 
     def start_workers(self) -> None:
+        # The model's Python frame loop holds the GIL between torch calls; hand it over every 1 ms (default 5 ms)
+        # so the voice player thread sends each 20 ms packet on time.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         if any(w.device == "cpu" for w in self.workers):
             reserve_a_core_for_voice()
         for worker in self.workers:

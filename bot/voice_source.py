@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 
 import discord
 import numpy as np
@@ -29,6 +30,8 @@ FRAME_MS = 20
 FRAME_SAMPLES = DISCORD_SAMPLE_RATE * FRAME_MS // 1000  # 960 per channel
 FRAME_BYTES = FRAME_SAMPLES * CHANNELS * SAMPLE_BYTES  # 3840
 SILENCE = bytes(FRAME_BYTES)
+FRAME_S = FRAME_MS / 1000
+BURST_GAP_S = 0.015  # reads closer than this are a catch-up burst (normal jitter stays well above it)
 BYTES_PER_SECOND = DISCORD_SAMPLE_RATE * CHANNELS * SAMPLE_BYTES
 
 
@@ -72,14 +75,17 @@ class PCMStreamSource(discord.AudioSource):
     A tag's last partial frame is zero-padded once `end(tag)` says no more audio comes for it.
     `prebuffer_s`: after running dry, wait until this much audio is queued (or the tag has ended) before speaking
     again, so a model that is barely faster than real time gives one short pause instead of many stutters.
+    `pace`: hold back reads that come in a catch-up burst (see `_pace`); off only for tests of the frame logic.
     """
 
-    def __init__(self, prebuffer_s: float = 0.2) -> None:
+    def __init__(self, prebuffer_s: float = 0.2, *, pace: bool = True) -> None:
         self._lock = threading.Lock()
         self._queue: collections.deque[list] = collections.deque()  # [tag, bytearray, ended]
         self._prebuffer = int(prebuffer_s * BYTES_PER_SECOND)
         self._dry = True
         self._closed = False
+        self._pace_reads = pace
+        self._last_read: float | None = None  # perf_counter of the previous read (player thread only)
         self.frames_read = 0
         self.audio_frames_read = 0
 
@@ -138,6 +144,8 @@ class PCMStreamSource(discord.AudioSource):
     # -- consumer side (player thread) -----------------------------------------------------------------------------
 
     def read(self) -> bytes:
+        if self._pace_reads:
+            self._pace()
         with self._lock:
             if self._closed:
                 return b""
@@ -147,6 +155,18 @@ class PCMStreamSource(discord.AudioSource):
             return SILENCE
         self.audio_frames_read += 1
         return frame
+
+    def _pace(self) -> None:
+        """Refuse to be read in a burst. discord.py's player keeps a schedule anchored at its start, so after its
+        thread was starved (GIL, CPU) it asks for the missed frames back-to-back; we hold each such read until a
+        frame's time has passed since the previous one, so the listener gets one late packet, never a burst."""
+        now = time.perf_counter()
+        if self._last_read is not None:
+            since = now - self._last_read
+            if since < BURST_GAP_S:
+                time.sleep(FRAME_S - since)
+                now = time.perf_counter()
+        self._last_read = now
 
     def is_opus(self) -> bool:
         return False

@@ -51,7 +51,7 @@ def test_streaming_upsample_equals_whole_utterance() -> None:
 
 
 def test_source_yields_exact_frames_then_pads_the_tail() -> None:
-    src = PCMStreamSource(prebuffer_s=0)
+    src = PCMStreamSource(prebuffer_s=0, pace=False)
     payload = bytes(range(256)) * 40  # 10240 bytes = 2 frames + 2560
     src.feed("job", payload)
     first, second = src.read(), src.read()
@@ -66,28 +66,31 @@ def test_source_yields_exact_frames_then_pads_the_tail() -> None:
 
 def test_source_is_silent_at_once_while_waiting_and_ends_on_close() -> None:
     src = PCMStreamSource()
-    t0 = time.perf_counter()
-    frames = [src.read() for _ in range(50)]
-    assert time.perf_counter() - t0 < 0.05  # never blocks the player thread
+    frames = []
+    for _ in range(10):  # read at the player's pace: each read returns at once
+        t0 = time.perf_counter()
+        frames.append(src.read())
+        assert time.perf_counter() - t0 < 0.005
+        time.sleep(0.02)
     assert all(f == SILENCE for f in frames)
     src.close()
     assert src.read() == b""
 
 
 def test_prebuffer_holds_back_until_enough_or_ended() -> None:
-    src = PCMStreamSource(prebuffer_s=0.1)  # 5 frames
+    src = PCMStreamSource(prebuffer_s=0.1, pace=False)  # 5 frames
     src.feed(1, b"\x01" * FRAME_BYTES * 3)
     assert src.read() == SILENCE
     src.feed(1, b"\x01" * FRAME_BYTES * 2)
     assert src.read() != SILENCE
-    src2 = PCMStreamSource(prebuffer_s=0.1)
+    src2 = PCMStreamSource(prebuffer_s=0.1, pace=False)
     src2.feed(1, b"\x02" * FRAME_BYTES)
     src2.end(1)  # a short utterance plays without waiting for the prebuffer
     assert src2.read() == b"\x02" * FRAME_BYTES
 
 
 def test_drop_skips_one_tag_and_drop_all_silences_everything() -> None:
-    src = PCMStreamSource(prebuffer_s=0)
+    src = PCMStreamSource(prebuffer_s=0, pace=False)
     src.feed("a", b"\x0a" * FRAME_BYTES * 3)
     src.feed("b", b"\x0b" * FRAME_BYTES * 2)
     src.end("a")
@@ -147,3 +150,38 @@ def test_real_player_keeps_a_steady_cadence_across_a_model_stall() -> None:
     assert len(times) >= 40  # silence filled the stall instead of blocking
     assert (gaps < 5).sum() <= 2, f"burst: {np.sort(gaps)[:10]}"
     assert np.median(gaps) == pytest.approx(20, abs=2)
+
+
+class StarvedVoiceClient(FakeVoiceClient):
+    """The player thread loses the CPU for 300 ms once (GIL or a busy machine), inside a send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = False
+
+    def send_audio_packet(self, data: bytes, encode: bool = True) -> None:
+        super().send_audio_packet(data, encode)
+        if len(self.sent) == 10 and not self.stalled:
+            self.stalled = True
+            time.sleep(0.3)
+
+
+@pytest.mark.parametrize("pace", [True, False])
+def test_a_starved_player_does_not_burst_with_pacing(pace: bool) -> None:
+    src = PCMStreamSource(prebuffer_s=0, pace=pace)
+    src.feed(1, b"\x22" * FRAME_BYTES * 40)
+    src.end(1)
+    voice = StarvedVoiceClient()
+    player = AudioPlayer(src, voice)  # type: ignore[arg-type]
+    player._speak = lambda _state: None
+    player.start()
+    time.sleep(1.2)
+    src.close()
+    player.join(2)
+    times = np.array([t for t, d in voice.sent if len(d) == FRAME_BYTES])
+    gaps = np.diff(times) * 1000
+    bursts = int((gaps < 10).sum())
+    if pace:
+        assert bursts == 0, f"burst after the stall: {np.sort(gaps)[:8]}"
+    else:
+        assert bursts >= 10  # discord.py alone catches up back-to-back: what the pacing prevents
