@@ -51,10 +51,6 @@ def make_narrator(engine, tmp_path):
         narrator.close()
 
 
-def preset(speaker: str = "vivian", seed: int = 0) -> Identity:
-    return Identity(speaker, "preset", "", speaker=speaker, seed=seed)
-
-
 def voices_for(engine, seed: int = 0) -> dict:
     model = engine.custom_voice_model
     return {None: Identity("vivian", "preset", model, speaker="vivian", seed=seed),
@@ -199,3 +195,13 @@ async def test_eta_is_learned_and_persisted(engine, make_narrator, tmp_path):
     events = await collect(later, script, voices_for(engine))
     etas = [e.eta_s for e in events if isinstance(e, Progress)]
     assert all(eta is not None and eta >= 0 for eta in etas)
+
+
+def test_engine_loads_lazily_and_keeps_at_most_max_loaded(tiny_custom_voice, tiny_base):
+    engine = LocalEngine(str(tiny_custom_voice), base_model=str(tiny_base), device="cpu", max_loaded=1)
+    assert engine.loaded() == []
+    assert engine.speakers() and engine.loaded() == [str(tiny_custom_voice)]
+    engine.xvector(np.zeros(24000, np.float32), 24000)
+    assert engine.loaded() == [str(tiny_base)]
+    with pytest.raises(ValueError, match="max_loaded"):
+        LocalEngine("x", max_loaded=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -100,7 +101,10 @@ class LocalEngine:
         dtype: str = "auto",
         first_chunk_frames: int = 2,
         chunk_frames: int = 16,
+        max_loaded: int = 4,
     ) -> None:
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be >= 1 checkpoint, got {max_loaded}")
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ValueError(f"chunk sizes must be >= 1 frame, got {first_chunk_frames} and {chunk_frames}")
         self._custom_voice_model = str(custom_voice_model)
@@ -110,7 +114,8 @@ class LocalEngine:
         self.dtype_name = dtype
         self.first_chunk_frames = first_chunk_frames
         self.chunk_frames = chunk_frames
-        self._models: dict[str, Any] = {}
+        self.max_loaded = max_loaded
+        self._models: OrderedDict[str, Any] = OrderedDict()  # least recently used first
         self._load_lock = threading.Lock()  # loading is the one thing two threads might race on
 
     @property
@@ -136,18 +141,34 @@ class LocalEngine:
         }
 
     def model(self, name: str):
-        """The loaded `QwenTTS` for checkpoint `name` (loaded on first use)."""
+        """The loaded `QwenTTS` for checkpoint `name`: loaded on first use; beyond `max_loaded` checkpoints (say,
+        many fine-tuned voices) the least recently used one is dropped to free its memory."""
         with self._load_lock:
             if name not in self._models:
-                from qwen_tts import QwenTTS
-
-                device = self.device
-                started = time.perf_counter()
-                self._models[name] = QwenTTS.from_pretrained(
-                    name, device=device, dtype=resolve_dtype(self.dtype_name, device)
-                )
-                log.info("loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
+                self._evict(self.max_loaded - 1)
+                self._models[name] = self._load(name)
+            self._models.move_to_end(name)
             return self._models[name]
+
+    def _load(self, name: str):
+        from qwen_tts import QwenTTS
+
+        device = self.device
+        started = time.perf_counter()
+        tts = QwenTTS.from_pretrained(name, device=device, dtype=resolve_dtype(self.dtype_name, device))
+        log.info("loaded %s (%s) on %s in %.1f s", name, tts.model_type, device, time.perf_counter() - started)
+        if tts.model_type == "custom_voice" and not tts.supports_instruct:
+            log.warning("%s does not take instructions: emotion tags will not change the delivery", name)
+        return tts
+
+    def _evict(self, keep: int) -> None:
+        while len(self._models) > keep:
+            name, _ = self._models.popitem(last=False)
+            log.info("unloaded %s (keeping at most %d checkpoints)", name, self.max_loaded)
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
     def loaded(self) -> list[str]:
         return list(self._models)
@@ -202,7 +223,7 @@ class LocalEngine:
             language=identity.language,
             speaker=identity.speaker,
             speaker_vector=vector,
-            instruct=request.instruct,
+            instruct=request.instruct if tts.supports_instruct else None,  # 0.6B: dropped (warned once at load)
             sampling=tts.default_sampling(),
             max_frames=request.max_frames,
         )
