@@ -1,8 +1,9 @@
 """Operations on the official ``qwen_tts`` 0.1.1 package, run inside ``.venv-oracle`` by ``runner.py``.
 
 Each op takes a JSON-able ``args`` dict plus named input tensors and returns named output tensors (torch, CPU) and
-JSON metadata. The official code is only *called* here: prompt embeddings and logits are captured by wrapping its
-methods on the loaded instance (``talker.generate``, ``talker.forward``, ``torch.multinomial``), never by copying it.
+JSON metadata. The official code is only *called* here: prompt embeddings, logits and distributions are captured by
+replacing ``talker.generate`` on the loaded instance, forward hooks on the talker and code predictor, and a wrapper
+around ``torch.multinomial``, never by copying it.
 
 Facts relied on (read from the official package):
 - ``Qwen3TTSForConditionalGeneration.generate`` builds the whole prompt as embeddings and then calls
