@@ -83,9 +83,9 @@ class FastStack:
         b, n, _ = h.shape
         for i, lay in enumerate(self.layers):
             hq, hk, d = lay.heads, lay.kv_heads, lay.head_dim
-            x = F.rms_norm(h, (self.hidden,), lay.ln1, lay.eps)
+            x = torch.rms_norm(h, (self.hidden,), lay.ln1, lay.eps)
             qkv = F.linear(x, lay.w_qkv, lay.b_qkv).view(b, n, hq + 2 * hk, d)
-            qk = F.rms_norm(qkv[:, :, : hq + hk], (d,), None, lay.eps) * lay.qk_norm
+            qk = torch.rms_norm(qkv[:, :, : hq + hk], (d,), None, lay.eps) * lay.qk_norm
             qk = (qk * cos + qk.roll(self.half, dims=-1) * sin).transpose(1, 2)
             q, k, v = qk[:, :hq], qk[:, hq:], qkv[:, :, hq + hk :].transpose(1, 2)
             if cache is not None:
@@ -93,10 +93,10 @@ class FastStack:
             causal = mask is None and n > 1 and k.shape[2] == n
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=hq != hk)
             h = h + F.linear(out.transpose(1, 2).reshape(b, n, hq * d), lay.w_o, lay.b_o)
-            x = F.rms_norm(h, (self.hidden,), lay.ln2, lay.eps)
+            x = torch.rms_norm(h, (self.hidden,), lay.ln2, lay.eps)
             gate_up = F.linear(x, lay.w_gate_up)
             h = h + F.linear(F.silu(gate_up[..., : lay.inter]) * gate_up[..., lay.inter :], lay.w_down)
-        return F.rms_norm(h, (self.hidden,), self.norm, self.eps)
+        return torch.rms_norm(h, (self.hidden,), self.norm, self.eps)
 
 
 class PackedModel:
