@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ EXPORTS = {"wav": ("WAV", "PCM_16", ".wav"), "flac": ("FLAC", "PCM_16", ".flac")
 
 def master_stem(job_id: object | None, now: datetime | None = None) -> tuple[str, str]:
     """(day folder, file stem) for a new master, e.g. ("2026-11-24", "083015-job42-1f2e3d4c5b6a")."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     job = str(job_id) if job_id is not None and _SAFE_JOB.match(str(job_id)) else None
     parts = [now.strftime("%H%M%S"), f"job{job}" if job else None, uuid.uuid4().hex[:12]]
     return now.strftime("%Y-%m-%d"), "-".join(p for p in parts if p)
