@@ -66,6 +66,14 @@ class FastStack:
         self.norm, self.eps, self.hidden = stack.norm.weight, cfg.rms_norm_eps, cfg.hidden_size
         self.rotary = stack.rotary
         self.half = cfg.attn_head_dim // 2
+        # fp32: the weight can go inside rms_norm (same rounding). Half precision: normalise, round, then multiply,
+        # as the modules (and the official code) do.
+        self.weight_inside = self.norm.dtype == torch.float32
+
+    def rms(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.weight_inside:
+            return torch.rms_norm(x, (x.shape[-1],), weight, eps)
+        return torch.rms_norm(x, (x.shape[-1],), None, eps) * weight
 
     def rope(self, positions: torch.Tensor | None, start: int, length: int, device, dtype):
         """(cos, signed sin) broadcastable to (B, L, heads, D): rotate_half(x) * sin == roll(x) * signed_sin."""
@@ -83,7 +91,7 @@ class FastStack:
         b, n, _ = h.shape
         for i, lay in enumerate(self.layers):
             hq, hk, d = lay.heads, lay.kv_heads, lay.head_dim
-            x = torch.rms_norm(h, (self.hidden,), lay.ln1, lay.eps)
+            x = self.rms(h, lay.ln1, lay.eps)
             qkv = F.linear(x, lay.w_qkv, lay.b_qkv).view(b, n, hq + 2 * hk, d)
             qk = torch.rms_norm(qkv[:, :, : hq + hk], (d,), None, lay.eps) * lay.qk_norm
             qk = (qk * cos + qk.roll(self.half, dims=-1) * sin).transpose(1, 2)
@@ -93,10 +101,10 @@ class FastStack:
             causal = mask is None and n > 1 and k.shape[2] == n
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=hq != hk)
             h = h + F.linear(out.transpose(1, 2).reshape(b, n, hq * d), lay.w_o, lay.b_o)
-            x = torch.rms_norm(h, (self.hidden,), lay.ln2, lay.eps)
+            x = self.rms(h, lay.ln2, lay.eps)
             gate_up = F.linear(x, lay.w_gate_up)
             h = h + F.linear(F.silu(gate_up[..., : lay.inter]) * gate_up[..., lay.inter :], lay.w_down)
-        return torch.rms_norm(h, (self.hidden,), self.norm, self.eps)
+        return self.rms(h, self.norm, self.eps)
 
 
 class PackedModel:
