@@ -144,85 +144,81 @@ def op_prompt(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors,
 
 
 def _gen_kwargs(args: dict[str, Any]) -> dict[str, Any]:
-    gen = {k: args[k] for k in GEN_KEYS if k in args}
-    unknown = set(args.get("generation", {})) - set(GEN_KEYS)
-    if unknown:
-        raise ValueError(f"unknown generation keys {sorted(unknown)}; allowed: {GEN_KEYS}")
-    gen.update(args.get("generation", {}))
-    return gen
+    """The generate_* sampling kwargs present in ``args`` (other keys describe the request)."""
+    return {k: args[k] for k in GEN_KEYS if k in args}
+
+
+class _DrawRecorder:
+    """Records, in draw order, the raw last-position logits of every talker / code-predictor forward (forward hooks)
+    and the processed distribution + token of every ``torch.multinomial`` draw (told apart by vocab size)."""
+
+    KEYS = ("logits", "probs", "tokens")
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.talker_vocab = model.config.talker_config.vocab_size
+        if self.talker_vocab == model.config.talker_config.code_predictor_config.vocab_size:
+            raise ValueError("cannot tell talker and predictor draws apart: equal vocab sizes")
+        self.rec: dict[str, list[torch.Tensor]] = {f"{p}_{k}": [] for p in ("talker", "predictor") for k in self.KEYS}
+        self._multinomial = torch.multinomial
+
+    def install(self, stack: contextlib.ExitStack) -> None:
+        # Forward hooks, not forward replacements: HF generate inspects forward's signature to validate kwargs.
+        for module, prefix in ((self.model.talker, "talker"), (self.model.talker.code_predictor, "predictor")):
+            stack.callback(module.register_forward_hook(self._hook(prefix)).remove)
+        stack.enter_context(_patched(torch, "multinomial", self._draw))
+
+    def _hook(self, prefix: str) -> Any:
+        def hook(_module: Any, _args: Any, out: Any) -> None:
+            self.rec[f"{prefix}_logits"].append(out.logits[:, -1].detach().float().clone())
+
+        return hook
+
+    def _draw(self, probs: torch.Tensor, num_samples: int, *a: Any, **kw: Any) -> torch.Tensor:
+        tokens = self._multinomial(probs, num_samples, *a, **kw)
+        prefix = "talker" if probs.shape[-1] == self.talker_vocab else "predictor"
+        self.rec[f"{prefix}_probs"].append(probs.detach().clone())
+        self.rec[f"{prefix}_tokens"].append(tokens.detach().clone().view(-1))
+        return tokens
+
+    def tensors(self) -> Tensors:
+        return {key: torch.cat(items, dim=0) for key, items in self.rec.items() if items}
 
 
 def op_generate(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
     """Codes (and waveform) from the public generate_* call; optionally every sampling step's distributions.
 
     List-valued text/speaker/language/instruct run as one official batch: codes_i / wav_i per row (plus codes/wav
-    of row 0).
+    of row 0). ``seed`` seeds the global RNG right before the call (the official sampler uses it).
 
     With ``record: true`` also returns, in draw order: talker_logits (S, V) raw codec_head logits of the last position,
     talker_probs (S, V) the processed distribution fed to multinomial, talker_tokens (S,), and predictor_logits /
     predictor_probs (S', V2) / predictor_tokens for the code predictor (only when it samples).
     """
-    gen = _gen_kwargs(args)
-    torch.manual_seed(int(args.get("seed", 0)))
-    captured: dict[str, Any] = {}
-    rec: dict[str, list[torch.Tensor]] = {
-        k: []
-        for k in (
-            "talker_logits",
-            "talker_probs",
-            "talker_tokens",
-            "predictor_logits",
-            "predictor_probs",
-            "predictor_tokens",
-        )
-    }
     model = tts.model
-    talker_vocab = model.config.talker_config.vocab_size
-    pred_vocab = model.config.talker_config.code_predictor_config.vocab_size
-    if args.get("record") and talker_vocab == pred_vocab:
-        raise ValueError("cannot tell talker and predictor draws apart: equal vocab sizes")
+    recorder = _DrawRecorder(model) if args.get("record") else None
+    captured: dict[str, Any] = {}
     orig_generate = model.generate
-    real_multinomial = torch.multinomial
 
     def generate_and_keep(*a: Any, **kw: Any) -> Any:
         captured["result"] = orig_generate(*a, **kw)
         return captured["result"]
 
-    def record_logits(prefix: str) -> Any:
-        # A forward hook, not a forward replacement: HF generate inspects forward's signature to validate kwargs.
-        def hook(_module: Any, _args: Any, out: Any) -> None:
-            rec[f"{prefix}_logits"].append(out.logits[:, -1].detach().float().clone())
-
-        return hook
-
-    def multinomial(probs: torch.Tensor, num_samples: int, *a: Any, **kw: Any) -> torch.Tensor:
-        tokens = real_multinomial(probs, num_samples, *a, **kw)
-        prefix = "talker" if probs.shape[-1] == talker_vocab else "predictor"
-        rec[f"{prefix}_probs"].append(probs.detach().clone())
-        rec[f"{prefix}_tokens"].append(tokens.detach().clone().view(-1))
-        return tokens
-
+    torch.manual_seed(int(args.get("seed", 0)))
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patched(model, "generate", generate_and_keep))
-        if args.get("record"):
-            for module, prefix in ((model.talker, "talker"), (model.talker.code_predictor, "predictor")):
-                handle = module.register_forward_hook(record_logits(prefix))
-                stack.callback(handle.remove)
-            stack.enter_context(_patched(torch, "multinomial", multinomial))
-        wavs, sr = _call_generate(tts, args, inputs, gen)
+        if recorder is not None:
+            recorder.install(stack)
+        wavs, sr = _call_generate(tts, args, inputs, _gen_kwargs(args))
     codes_list, hidden_list = captured["result"]
-    tensors: Tensors = {
-        "codes": codes_list[0],
-        "wav": torch.from_numpy(np.asarray(wavs[0], dtype=np.float32)),
-        "talker_hidden": hidden_list[0],
-    }
+    tensors: Tensors = {"codes": codes_list[0], "wav": torch.from_numpy(np.asarray(wavs[0], dtype=np.float32)),
+                        "talker_hidden": hidden_list[0]}  # fmt: skip
     if len(codes_list) > 1:  # a batched request (lists of texts): every row, codes cut at its own EOS
         for i, (codes, wav) in enumerate(zip(codes_list, wavs, strict=True)):
             tensors[f"codes_{i}"] = codes
             tensors[f"wav_{i}"] = torch.from_numpy(np.asarray(wav, dtype=np.float32))
-    for key, items in rec.items():
-        if items:
-            tensors[key] = torch.cat(items, dim=0)
+    if recorder is not None:
+        tensors.update(recorder.tensors())
     return tensors, {"sample_rate": int(sr), "frames": int(codes_list[0].shape[0])}
 
 
