@@ -9,6 +9,7 @@ again, and `feed` returns False meanwhile so the render can tell its user and go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 
@@ -20,6 +21,7 @@ from bot.voice_source import BYTES_PER_SECOND, PCMStreamSource
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20.0
+PLAYER_STOP_TIMEOUT_S = 1.0
 
 
 class Playback:
@@ -29,6 +31,7 @@ class Playback:
         self._sources: dict[int, PCMStreamSource] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._played: weakref.WeakSet[PCMStreamSource] = weakref.WeakSet()  # sources handed to a player once
+        self._ended: dict[PCMStreamSource, asyncio.Event] = {}  # set when that source's player has stopped
 
     # -- connecting --------------------------------------------------------------------------------------------------
 
@@ -66,7 +69,11 @@ class Playback:
     async def leave(self, guild: discord.Guild) -> bool:
         source = self._sources.pop(guild.id, None)
         if source is not None:
-            source.close()
+            source.close()  # the player reads b'' and stops itself, while the loop can still take its last call
+            ended = self._ended.get(source)
+            if ended is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ended.wait(), PLAYER_STOP_TIMEOUT_S)
         vc = guild.voice_client
         if vc is None:
             return False
@@ -138,6 +145,7 @@ class Playback:
             source = PCMStreamSource(prebuffer_s=self.prebuffer_s)
             self._sources[guild_id] = source
         self._played.add(source)
+        self._ended[source] = asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def after(error: Exception | None) -> None:
@@ -157,5 +165,8 @@ class Playback:
             log.warning("voice player in guild %s stopped with an error: %r", guild_id, error)
         else:
             log.info("voice player in guild %s stopped", guild_id)
+        ended = self._ended.pop(source, None)
+        if ended is not None:
+            ended.set()
         if self._sources.get(guild_id) is source:
             del self._sources[guild_id]
