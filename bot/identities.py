@@ -29,6 +29,23 @@ MIN_REFERENCE_SECONDS = 1.0
 AUDIO_HINT = "Upload a WAV, FLAC or OGG recording of one person speaking clearly"
 
 
+AUDIO_PROBLEMS = {
+    "not_audio": "is not a sound file I can read",
+    "truncated": "is cut off: the file ends early",
+    "empty": "contains no audio",
+    "invalid": "contains invalid samples",
+    "unreadable": "could not be read",
+}
+
+
+def audio_problem(error: Exception) -> str:
+    """A short user-facing phrase for a `qwen_tts.AudioError` (its own message carries the details for logs)."""
+    kind = getattr(error, "kind", "")
+    if kind == "too_long":
+        return "is too long (" + str(error).split(" lasts ", 1)[-1] + ")"
+    return AUDIO_PROBLEMS.get(kind, f"cannot be used ({error})")
+
+
 class IdentityService:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -55,7 +72,7 @@ class IdentityService:
         try:
             audio, sr = await asyncio.to_thread(load_audio, data, self.settings.max_reference_seconds)
         except AudioError as exc:
-            raise BadAttachment(f"`{filename[:60]}` cannot be used: {exc}. {AUDIO_HINT}.") from None
+            raise BadAttachment(f"`{filename[:60]}` {audio_problem(exc)}. {AUDIO_HINT}.") from None
         if len(audio) < MIN_REFERENCE_SECONDS * sr:
             raise BadAttachment(f"`{filename[:60]}` is shorter than {MIN_REFERENCE_SECONDS:g} s. {AUDIO_HINT}.")
         return audio, sr
