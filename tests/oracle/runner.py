@@ -8,6 +8,7 @@ REQUEST.json::
 
     {"inputs": "inputs.safetensors" | null,          # tensors referenced by name from job args
      "jobs": [{"id": "cv_prompt", "op": "prompt", "checkpoint": DIR, "args": {...}}, ...]}
+                                                      # a job may add "dtype": "bfloat16" (model ops; float32 default)
 
 Ops: prompt, generate, decode, encode, xvector, save (see ``official_ops.py``). ``checkpoint`` is a model dir
 (loaded with ``Qwen3TTSModel.from_pretrained``) or, for decode/encode only, a ``speech_tokenizer`` dir (loaded with
@@ -42,16 +43,18 @@ class _Loader:
         self._models: dict[str, Any] = {}
         self._codecs: dict[str, Any] = {}
 
-    def model(self, path: str) -> Any:
-        if path not in self._models:
+    def model(self, path: str, dtype: str = "float32") -> Any:
+        key = path if dtype == "float32" else f"{path}@{dtype}"
+        if key not in self._models:
             import torch
 
             from qwen_tts import Qwen3TTSModel
 
             started = time.perf_counter()
-            self._models[path] = Qwen3TTSModel.from_pretrained(path, dtype=torch.float32, device_map="cpu")
-            log.info("loaded model %s in %.2f s", path, time.perf_counter() - started)
-        return self._models[path]
+            torch_dtype = getattr(torch, dtype)
+            self._models[key] = Qwen3TTSModel.from_pretrained(path, dtype=torch_dtype, device_map="cpu")
+            log.info("loaded model %s (%s) in %.2f s", path, dtype, time.perf_counter() - started)
+        return self._models[key]
 
     def codec(self, path: str) -> Any:
         if path in self._models:
@@ -75,7 +78,7 @@ def _run_job(loader: _Loader, job: dict[str, Any], inputs: dict[str, Any]) -> tu
     elif op in CODEC_OPS:
         target = loader.codec(job["checkpoint"])
     else:
-        target = loader.model(job["checkpoint"])
+        target = loader.model(job["checkpoint"], job.get("dtype", "float32"))
     args = dict(job.get("args", {}))
     if op in ("save", "weights_check"):
         args.setdefault("source", job["checkpoint"])

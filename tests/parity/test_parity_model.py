@@ -36,6 +36,8 @@ pytestmark = pytest.mark.parity
 TYPES = ("custom_voice", "voice_design", "base")
 # One request per checkpoint type also runs greedy on the normal (EOS-capable) checkpoint.
 EOS_CASES = [next(c for c in CASES if c.model_type == t) for t in TYPES]
+# bfloat16 on both sides (weights cast at load): streaming text, instruct, voice design and ICL layouts.
+BF16_CASES = [c for c in CASES if c.name in ("custom_voice_dialect_instruct", "voice_design", "base_icl")]
 EMBED_TOL = {"rtol": 1e-5, "atol": 1e-5}
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}
 PROB_ATOL = 1e-5
@@ -127,6 +129,14 @@ def official(
     base = str(checkpoints["base"])
     jobs.append({"id": "xvector24", "op": "xvector", "checkpoint": base, "args": {"audio": "clip24", "sr": 24_000}})
     jobs.append({"id": "xvector16", "op": "xvector", "checkpoint": base, "args": {"audio": "clip16", "sr": 16_000}})
+    for case in BF16_CASES:
+        ckpt, args = str(no_eos_checkpoints[case.model_type]), case.official_args()
+        greedy = {**args, "do_sample": False, "subtalker_dosample": False, "repetition_penalty": 1.0,
+                  "max_new_tokens": GREEDY_FRAMES + 1}  # fmt: skip
+        jobs.append({"id": f"{case.name}.bf16_prompt", "op": "prompt", "checkpoint": ckpt, "dtype": "bfloat16",
+                     "args": args})  # fmt: skip
+        jobs.append({"id": f"{case.name}.bf16_greedy", "op": "generate", "checkpoint": ckpt, "dtype": "bfloat16",
+                     "args": greedy})  # fmt: skip
     return oracle.run(jobs, inputs=shared)
 
 
@@ -337,3 +347,41 @@ def test_facade_synthesize_matches_official(official: OracleResults, facades, sh
     assert their_wav.shape[0] - wav.shape[0] in (0, 1)
     tail = their_wav[their_wav.shape[0] - wav.shape[0] :]
     assert float((wav - tail).abs().max()) <= 1e-4
+
+
+# --- bfloat16 ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bf16(no_eos_checkpoints: dict[str, Path], shared) -> dict[str, tuple]:
+    """(model, inputs) per BF16 case: our strict loader with dtype=bfloat16, prompts built in bf16."""
+    from qwen_tts.loading import load_model
+    from qwen_tts.tokenizer import TextTokenizer
+
+    out = {}
+    for case in BF16_CASES:
+        folder = no_eos_checkpoints[case.model_type]
+        model = load_model(folder, dtype=torch.bfloat16)
+        out[case.name] = (model, our_inputs(model, TextTokenizer.from_pretrained(folder), case, shared))
+    return out
+
+
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: c.name)
+def test_bf16_prompt_and_prefill_logits_match(official: OracleResults, bf16, case: Case) -> None:
+    """Same rounding order as the official bf16 model: embeddings and logits agree to bf16 resolution."""
+    from qwen_tts.generate import prefill_logits
+
+    model, inputs = bf16[case.name]
+    theirs = official[f"{case.name}.bf16_prompt"]
+    assert inputs.embeds.dtype == theirs["inputs_embeds"].dtype == torch.bfloat16
+    torch.testing.assert_close(inputs.embeds, theirs["inputs_embeds"], rtol=1.6e-2, atol=1e-2)
+    logits, _ = prefill_logits(model, inputs)
+    torch.testing.assert_close(logits, theirs["prefill_logits"][:, -1], rtol=1.6e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("case", BF16_CASES, ids=lambda c: c.name)
+def test_bf16_greedy_codes_identical(official: OracleResults, bf16, case: Case) -> None:
+    model, inputs = bf16[case.name]
+    theirs = official[f"{case.name}.bf16_greedy"]["codes"]
+    assert theirs.shape[0] == GREEDY_FRAMES
+    _assert_same_codes(_our_greedy(model, inputs, case, 1.0), theirs)
