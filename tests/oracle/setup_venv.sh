@@ -17,8 +17,10 @@ if is_current; then
   exit 0
 fi
 # Serialise concurrent builds (two test sessions at once): lock this script, then check again.
-exec 9<"tests/oracle/setup_venv.sh"
-flock 9
+if command -v flock >/dev/null 2>&1; then
+  exec 9<"tests/oracle/setup_venv.sh"
+  flock 9
+fi
 if is_current; then
   echo "setup_venv.sh: $VENV is up to date"
   exit 0
