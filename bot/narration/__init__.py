@@ -31,7 +31,8 @@ The service (one per inference worker; the worker owns the GPU thread)::
                          first_chunk_frames=2, chunk_frames=16, max_loaded=4)
     # Checkpoints load lazily (CustomVoice on the first render, Base for x-vectors, VoiceDesign only to design;
     # fine-tuned voices load their own checkpoint), least recently used dropped beyond max_loaded. Chunks start at
-    # 2 frames (160 ms, low latency) and double up to 16; cancellation is checked at every frame.
+    # 2 frames (160 ms, low latency) and double up to 16 while nothing has played yet; later segments use 16 (the
+    # listener is already hearing earlier audio); cancellation is checked at every frame.
     narrator = Narrator(engine, outputs_dir=Path("outputs"), compute=worker.compute, eta_path=data_dir / "eta.json",
                         guard=DriftGuard(threshold=0.5, max_retries=2, probe_seconds=1.5))
     # compute(fn, *args) -> awaitable: runs blocking model work on the worker's one thread (default: own thread).

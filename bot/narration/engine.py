@@ -37,6 +37,7 @@ class EngineRequest:
     instruct: str | None  # delivery only; the timbre comes from the identity
     seed: int
     max_frames: int  # hard cap on 80 ms frames (long generations run on; reference §7)
+    latency_critical: bool = True  # nothing is playing yet: start with small chunks (else: big ones, cheaper)
 
 
 class Engine(Protocol):
@@ -186,7 +187,7 @@ class LocalEngine:
         generator = torch.Generator(device=tts.device).manual_seed(request.seed)
         decoder = tts.codec.stream_decoder()
         pending: list[torch.Tensor] = []
-        size = self.first_chunk_frames
+        size = self.first_chunk_frames if request.latency_critical else self.chunk_frames
         # No inference_mode block here: it would leak into the caller across yields; qwen_tts's frame loop and the
         # streaming decoder disable autograd themselves.
         for codes in tts.generate_codes(synth, generator):

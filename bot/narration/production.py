@@ -198,7 +198,8 @@ class Production:
         probe_samples = int(probe_s * SAMPLE_RATE) if reference is not None else 0
         for attempt in range(retries + 1):
             report.seed, report.attempts = identity.seed + attempt * SEED_STRIDE, attempt + 1
-            request = EngineRequest(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech))
+            request = EngineRequest(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech),
+                                    latency_critical=self.samples_out == 0)  # fmt: skip
             stream = self._timed(self.engine.stream(request, self.stop))
             held = _take(stream, probe_samples)
             self._check_stop()
