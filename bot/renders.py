@@ -116,6 +116,11 @@ class RenderService:
         self._spawn(self._follow(job, request, reporter))
         return job, position
 
+    async def drain(self, timeout: float) -> None:
+        """Let the outcome reports of just-cancelled renders go out (at shutdown, before the session closes)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     def _started(self, job: Job, reporter: Reporter) -> None:
         """A job left the queue: tell it, and tell every render still waiting its new position."""
         self._waiting.pop(job.id, None)
@@ -173,8 +178,9 @@ class RenderService:
             finished = await job.done
         except asyncio.CancelledError:
             self._waiting.pop(job.id, None)
-            if self.closing:
-                return  # the next start marks it interrupted and tells its owner
+            if self.closing:  # the next start marks it interrupted and tells its owner in the channel
+                await reporter.done("Interrupted: I am restarting. I will post here when I am back.", None)
+                return
             await self._mark(request, "cancelled")
             self.services.playback.skip(request.guild_id, job.id)
             await reporter.done("Stopped.", None)
@@ -264,8 +270,8 @@ class RenderService:
     @staticmethod
     async def _tell_interrupted(client: discord.Client, render: repo.Render) -> None:
         text = (
-            f"<@{render.user_id}> your render #{render.id} was interrupted because I restarted. "
-            "Nothing was lost on my side; run /say again to get it."
+            f"<@{render.user_id}> sorry, your render #{render.id} was interrupted because I restarted. "
+            "I am back: run /say again to get it."
         )
         try:
             channel = client.get_channel(render.channel_id) or await client.fetch_channel(render.channel_id)

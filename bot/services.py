@@ -94,5 +94,6 @@ class Services:
         self.queue.cancel_where(lambda job: True)
         for worker in self.workers:
             await worker.close()
+        await self.renders.drain(timeout=2.0)
         if hasattr(self, "playback"):
             await self.playback.leave_all()

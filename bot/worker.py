@@ -21,6 +21,7 @@ from bot.jobs import Job, JobQueue
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CLOSE_WAIT_S = 5.0  # at shutdown, how long the running job may take to stop before the worker is torn down
 
 
 class JobTimeout(Exception):
@@ -46,8 +47,11 @@ class InferenceWorker:
 
     async def close(self) -> None:
         """Cancel the running job, stop taking jobs, and wait for the compute thread to finish its step."""
-        if self.current is not None:
-            self.queue.cancel(self.current)
+        current = self.current
+        if current is not None:
+            self.queue.cancel(current)  # the supervisor ends it, resolves its future and drains the thread
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle(current), CLOSE_WAIT_S)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,6 +76,12 @@ class InferenceWorker:
                 await self._run(job)
             finally:
                 self.current = None
+                if job.done is not None and not job.done.done():  # the worker itself was cancelled mid-job
+                    job.done.cancel()
+
+    async def _idle(self, job: Job) -> None:
+        while self.current is job:
+            await asyncio.sleep(0.01)
 
     async def _run(self, job: Job) -> None:
         if job.on_start is not None:
