@@ -197,7 +197,7 @@ async def test_eta_is_learned_and_persisted(engine, make_narrator, tmp_path):
     assert all(eta is not None and eta >= 0 for eta in etas)
 
 
-def test_engine_loads_lazily_and_keeps_at_most_max_loaded(tiny_custom_voice, tiny_base):
+async def test_engine_loads_lazily_and_keeps_at_most_max_loaded(tiny_custom_voice, tiny_base):
     engine = LocalEngine(str(tiny_custom_voice), base_model=str(tiny_base), device="cpu", max_loaded=1)
     assert engine.loaded() == []
     assert engine.speakers() and engine.loaded() == [str(tiny_custom_voice)]
