@@ -68,10 +68,18 @@ class QwenTTS:
     frame_rate = 12.5
 
     def __init__(
-        self, model, tokenizer, codec, generation_defaults=None, max_cache_len=DEFAULT_MAX_CACHE_LEN, cuda_graphs=False
+        self,
+        model,
+        tokenizer,
+        codec,
+        generation_defaults=None,
+        max_cache_len=DEFAULT_MAX_CACHE_LEN,
+        cuda_graphs=False,
+        cpu_threads=None,
     ):
         self.model = model
         self.cuda_graphs = cuda_graphs
+        self.cpu_threads = cpu_threads
         self.config = model.config
         self.tokenizer = tokenizer
         self.codec = codec
@@ -87,11 +95,13 @@ class QwenTTS:
         max_cache_len: int = DEFAULT_MAX_CACHE_LEN,
         load_codec_encoder: bool = True,
         cuda_graphs: bool = False,
+        cpu_threads: int | None = None,
     ) -> QwenTTS:
         """Load model, tokenizer, generation_config.json and speech_tokenizer/ (codec kept in fp32).
 
         ``cuda_graphs=True`` opts in to the CUDA-graph speed path on a CUDA device (see ``qwen_tts.graphs``;
-        ``QWEN_TTS_NO_CUDA_GRAPH=1`` or ``NARRATOR_COMPILE=0`` switch it off again).
+        ``QWEN_TTS_NO_CUDA_GRAPH=1`` or ``NARRATOR_COMPILE=0`` switch it off again). ``cpu_threads`` caps torch's
+        threads while a CPU model generates (1 is fastest for tiny models; see ``generate.generate_frames``).
         """
         import json
 
@@ -107,7 +117,7 @@ class QwenTTS:
         gen_path = folder / "generation_config.json"
         defaults = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
         codec = Codec.from_pretrained(folder, device=device, load_encoder=load_codec_encoder)
-        return cls(model, tokenizer, codec, defaults, max_cache_len, cuda_graphs)
+        return cls(model, tokenizer, codec, defaults, max_cache_len, cuda_graphs, cpu_threads)
 
     # -- facts about the checkpoint --------------------------------------------------------------------------------
     @property
@@ -246,7 +256,15 @@ class QwenTTS:
         budget = self._frame_budget(reqs, inputs.mask.shape[1])
         limits = torch.tensor([r.max_frames or budget for r in reqs], device=self.device)
         for index, frame in enumerate(
-            generate_frames(self.model, inputs, sampling, budget, generator, cuda_graphs=self.cuda_graphs)
+            generate_frames(
+                self.model,
+                inputs,
+                sampling,
+                budget,
+                generator,
+                cuda_graphs=self.cuda_graphs,
+                cpu_threads=self.cpu_threads,
+            )
         ):
             over = limits <= index
             if bool(over.any()):

@@ -13,6 +13,7 @@ tokens only (cumsum of the mask - 1), so a padded row behaves exactly as if it r
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -139,8 +140,15 @@ def generate_frames(
     cache_len: int | None = None,
     stepper: Stepper | None = None,
     cuda_graphs: bool = False,
+    cpu_threads: int | None = None,
 ) -> Iterator[Frame]:
-    """Yield frames as they are produced until every row hit EOS or ``max_frames`` frames were yielded."""
+    """Yield frames as they are produced until every row hit EOS or ``max_frames`` frames were yielded.
+
+    ``cpu_threads`` (or the environment variable ``QWEN_TTS_CPU_THREADS``) caps torch's intra-op threads while a
+    CPU model computes a step, restoring the caller's setting before each yield. Small models run fastest with 1:
+    every parallel region wakes the other threads, which costs far more than the math of one step, and a lot more
+    again on a shared machine.
+    """
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     tc = model.config.talker_config
@@ -148,10 +156,38 @@ def generate_frames(
     if cache_len is None:
         cache_len = default_cache_len(inputs, max_frames, limit)
     step_impl = stepper or make_stepper(model, inputs, cache_len, params, cuda_graphs)
+    threads = cpu_threads if cpu_threads is not None else _env_threads()
     try:
-        yield from _run(model, inputs, params, max_frames, generator, step_impl)
+        run = _run(model, inputs, params, max_frames, generator, step_impl)
+        if threads is None or inputs.embeds.is_cuda:
+            yield from run
+        else:
+            yield from _capped(run, threads)
     finally:
         step_impl.close()
+
+
+def _env_threads() -> int | None:
+    value = os.environ.get("QWEN_TTS_CPU_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"QWEN_TTS_CPU_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _capped(run: Iterator[Frame], threads: int) -> Iterator[Frame]:
+    """Advance ``run`` with torch limited to ``threads`` intra-op threads; the consumer runs with its own setting."""
+    while True:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            frame = next(run)
+        except StopIteration:
+            return
+        finally:
+            torch.set_num_threads(before)
+        yield frame
 
 
 def _run(model, inputs: TalkerInputs, params: SamplingParams, max_frames: int, generator, step_impl: Stepper):

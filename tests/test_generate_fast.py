@@ -129,3 +129,30 @@ def test_fast_equals_eager_in_bfloat16(tiny_custom_voice):
     reqs = [SynthesisRequest("Once upon a time, the dragon said hello.", speaker="vivian")]
     greedy = SamplingParams.greedy()
     assert torch.equal(_run(tts, reqs, FastStepper, greedy, frames=20), _run(tts, reqs, Stepper, greedy, frames=20))
+
+
+def test_cpu_thread_cap_applies_to_steps_only(cv, monkeypatch):
+    seen = []
+
+    class Spy(FastStepper):
+        def predict(self, *args):
+            seen.append(torch.get_num_threads())
+            return super().predict(*args)
+
+    inputs = cv.talker_inputs([SynthesisRequest("Hi there.", speaker="vivian")])
+    greedy = SamplingParams.greedy()
+    torch.set_num_threads(2)
+    try:
+        frames = []
+        for frame in generate_frames(cv.model, inputs, greedy, 4, stepper=Spy(cv.model, inputs, 64), cpu_threads=1):
+            frames.append(frame.codes)
+            assert torch.get_num_threads() == 2  # the consumer keeps its own setting
+        monkeypatch.setenv("QWEN_TTS_CPU_THREADS", "1")
+        again = [f.codes for f in generate_frames(cv.model, inputs, greedy, 4, stepper=Spy(cv.model, inputs, 64))]
+    finally:
+        torch.set_num_threads(1)
+    assert seen == [1] * 8
+    assert torch.equal(torch.stack(frames), torch.stack(again))
+    monkeypatch.setenv("QWEN_TTS_CPU_THREADS", "many")
+    with pytest.raises(ValueError, match="QWEN_TTS_CPU_THREADS"):
+        next(generate_frames(cv.model, inputs, greedy, 4))
