@@ -171,6 +171,7 @@ class CudaGraphStepper(StaticStepper):
 _POOL_LOCK = threading.Lock()
 
 
+@torch.no_grad()
 def graph_stepper(model, inputs, cache_len: int, params: SamplingParams):
     """A pooled CudaGraphStepper for this request (None when the pool for its key is exhausted)."""
     batch, prompt_len = inputs.mask.shape

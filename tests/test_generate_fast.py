@@ -156,3 +156,41 @@ def test_cpu_thread_cap_applies_to_steps_only(cv, monkeypatch):
     monkeypatch.setenv("QWEN_TTS_CPU_THREADS", "many")
     with pytest.raises(ValueError, match="QWEN_TTS_CPU_THREADS"):
         next(generate_frames(cv.model, inputs, greedy, 4))
+
+
+class _RerunGraph:
+    """Stands in for a captured CUDA graph on a machine without a GPU: replay re-runs the captured function and
+    writes into the tensors the capture returned, which is what a real replay does to its static outputs."""
+
+    def __init__(self, fn, out):
+        self.fn, self.out = fn, out
+
+    def replay(self):
+        new = self.fn()
+        for old, fresh in zip(*((self.out, new) if isinstance(new, tuple) else ((self.out,), (new,))), strict=True):
+            old.copy_(fresh)
+
+
+def test_graph_stepper_plumbing_and_pool_without_a_gpu(cv, monkeypatch):
+    from qwen_tts import graphs
+
+    def capture(self, fn):
+        out = fn()
+        return _RerunGraph(fn, out), out
+
+    monkeypatch.setattr(graphs.CudaGraphStepper, "_capture", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    monkeypatch.setattr(cv.model, "_graph_pool", {}, raising=False)
+    greedy = SamplingParams.greedy()
+    reqs = [
+        SynthesisRequest("Once upon a time, the dragon said hello.", speaker="vivian", language="english"),
+        SynthesisRequest("Hi.", speaker="eric", non_streaming_mode=False),
+    ]
+    for batch in (reqs[:1], reqs, reqs[:1]):
+        inputs = cv.talker_inputs(batch)
+        stepper = graphs.graph_stepper(cv.model, inputs, inputs.mask.shape[1] + 16, greedy)
+        assert stepper.cache_len == graphs.MIN_BUCKET
+        got = _run(cv, batch, lambda *_a, s=stepper: s, greedy)
+        assert not stepper.busy  # released when generation ended
+        assert torch.equal(got, _run(cv, batch, Stepper, greedy))
+    assert sorted(len(v) for v in cv.model._graph_pool.values()) == [1, 1]  # one per batch size, reused
