@@ -164,6 +164,19 @@ async def test_bad_inputs_are_clear_errors(engine, make_narrator):
         await collect(narrator, parse_script("hi"), wrong)
     with pytest.raises(ValueError, match="unknown speaker 'nobody'"):
         await narrator.preset_voice("nobody")
+    assert (await narrator.preset_voice("Ryan")).kind == "preset"
+
+
+async def test_finetuned_speaker_renders_from_its_own_checkpoint(engine, make_narrator, tiny_factory):
+    other = str(tiny_factory("custom_voice", seed=1))  # stands in for a fine-tuned checkpoint
+    narrator = make_narrator()
+    identity = await narrator.preset_voice("serena", model=other)
+    assert identity.kind == "finetuned" and identity.model == other
+    script = parse_script("Hello there.")
+    own = audio_of(await collect(narrator, script, {None: identity}))
+    base = audio_of(await collect(narrator, script, {None: Identity("s", "preset", engine.custom_voice_model,
+                                                                    speaker="serena", seed=identity.seed)}))  # fmt: skip
+    assert other in engine.loaded() and not np.array_equal(own, base)
 
 
 async def test_design_and_clone_lock_an_x_vector(engine, make_narrator):

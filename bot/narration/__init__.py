@@ -49,7 +49,8 @@ The service (one per inference worker; the worker owns the GPU thread)::
 
     lock = await narrator.design_voice(description, name, language="auto", seed=0)   # -> VoiceLock
     lock = await narrator.clone_voice(audio, sr, transcript, name, language="auto")  # -> VoiceLock
-    identity = await narrator.preset_voice(speaker, language="auto", seed=0)         # -> Identity
+    identity = await narrator.preset_voice(speaker, language="auto", seed=0, model=None)   # -> Identity
+    # model=None: a preset of the CustomVoice checkpoint; model=DIR: a fine-tuned checkpoint's speaker ("finetuned").
     # VoiceLock(identity, clip (n,) float32, sample_rate): designed = the anchor clip rendered once by the VoiceDesign
     # checkpoint, its x-vector (Base speaker encoder) is the locked timbre; cloned = the reference clip's x-vector.
 

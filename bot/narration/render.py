@@ -148,12 +148,14 @@ class Narrator:
 
     async def preset_voice(self, speaker: str, *, language: str = "auto", seed: int = 0, name: str | None = None,
                            model: str | None = None) -> Identity:  # fmt: skip
-        """Lock a preset speaker of the CustomVoice checkpoint (its embedding row, by name)."""
+        """Lock a preset speaker (its embedding row, by name) of the CustomVoice checkpoint, or of `model`, a
+        fine-tuned checkpoint (kind "finetuned"; it is loaded on first use like any other)."""
+        kind = "preset" if model is None or model == self.engine.custom_voice_model else "finetuned"
         model = model or self.engine.custom_voice_model
         speakers = await self._compute(_speakers_of, self.engine, model)
         if speakers is not None and speaker.lower() not in speakers:
             raise ValueError(f"unknown speaker {speaker!r}; this checkpoint has {', '.join(speakers) or 'none'}")
-        return Identity(name or speaker, "preset", model, speaker=speaker.lower(), language=language, seed=seed)
+        return Identity(name or speaker, kind, model, speaker=speaker.lower(), language=language, seed=seed)
 
     async def design_voice(
         self, description: str, name: str, *, language: str = "auto", seed: int = 0,
