@@ -128,8 +128,8 @@ class Narrator:
                 yield event
                 if isinstance(event, Finished):
                     break
-            if not stop() and task.done() and task.exception() is not None:
-                raise task.exception()
+            if not stop() and task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # the production failed: the caller sees its error
         finally:
             closed.set()
             task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
