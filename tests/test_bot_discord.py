@@ -103,6 +103,7 @@ class FakeDiscord:
         self.seq = 0
         self.mid = 10
         self.gw = self.vws = None
+        self.voice_ops: list[int | None] = []  # channel ids of the bot's op 4 voice state updates
 
     async def start(self, folder: Path) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -182,6 +183,7 @@ class FakeDiscord:
                                               "application": {"id": str(APP), "flags": 0}})  # fmt: skip
                 await self.dispatch("GUILD_CREATE", self.guild())
             elif data["op"] == 4:
+                self.voice_ops.append(data["d"]["channel_id"])
                 await self.voice_state(data["d"]["channel_id"])
         return ws
 
@@ -373,6 +375,13 @@ async def test_say_stop_register_and_voice_drop(fake: FakeDiscord, settings: Set
         assert any("lost the voice connection" in str(b) for _, b in fake.replies(20))
         await fake.command(21, "say", say("Back again."))
         await until(lambda: any(isinstance(b, dict) and "files[0]" in b for _, b in fake.replies(21)), 60)
+
+        # the last member leaves the channel: the bot leaves too (auto-leave is on by default)
+        assert fake.voice_ops[-1] == VOICE
+        await fake.dispatch("VOICE_STATE_UPDATE", {
+            "guild_id": str(GUILD), "channel_id": None, "user_id": str(USER), "session_id": "u", "deaf": False,
+            "mute": False, "self_deaf": False, "self_mute": False, "suppress": False, "member": _member(USER)})  # fmt: skip
+        await until(lambda: fake.voice_ops[-1] is None, 10)
 
 
 async def test_restart_mid_render_reports_the_interrupted_render(fake: FakeDiscord, settings: Settings) -> None:
