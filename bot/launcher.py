@@ -13,6 +13,13 @@ Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 - `client_options` go to `discord.ext.commands.Bot` (e.g. `connector=aiohttp.TCPConnector(ssl=False)`,
   `guild_ready_timeout=0.05`); `sync_commands=False` skips the dev-guild sync.
 - On exit: cancels every job, stops the workers, leaves voice, closes the Discord session and the database.
+  A render still running then stays `running` in the database; the next `open_bot` marks it `interrupted` and,
+  once ready, posts a notice mentioning its owner in the text channel the /say came from.
+
+What tests can rely on: a master's JSON sidecar names each identity by `voice-<voices.id>` for stored voices (a
+preset default narrator gets a random id); `bot.services.queue` / `.workers` / `.voices` / `.renders` are the
+services; `bot.services.playback.source(guild_id)` is the guild's live `PCMStreamSource` (None before the first
+audio). `tests/test_bot_discord.py` shows the whole contract in use against a small fake Discord.
 """
 
 from __future__ import annotations
