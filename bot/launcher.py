@@ -83,6 +83,7 @@ async def _run(settings: Settings, token: str, sync_commands: bool) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    import aiohttp
     import discord
 
     from bot.opus import OpusNotFound, ensure_opus
@@ -101,4 +102,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             "narrator: Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal.\n"
         )
         return 2
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        sys.stderr.write(f"narrator: cannot reach Discord ({exc}); check the network and try again.\n")
+        return 1
     return 0
