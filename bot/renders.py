@@ -109,7 +109,11 @@ class RenderService:
             label=f"render #{row.id}",
         )
         job.on_start = lambda job: self._started(job, reporter)
-        position = self.services.queue.submit(job)
+        try:
+            position = self.services.queue.submit(job)
+        except QueueFull as exc:  # filled up since `prepare` checked: the row must not stay "queued" forever
+            await self._mark(request, "failed", error=str(exc))
+            raise
         self._waiting[job.id] = (job, reporter)
         if position > 1 or self._all_workers_busy():
             await reporter.status(f"Queued, position {position}.")
