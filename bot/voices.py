@@ -72,6 +72,13 @@ class VoiceService:
             )
         raise UnknownVoice(f"There is no voice called `{name[:40]}`. See /voice list for the voices you can use.")
 
+    async def library_default(self, guild_id: int, user_id: int, name: str) -> repo.Voice:
+        """A voice that may become the server default: visible to everyone, so from the library."""
+        voice = await self.resolve(guild_id, user_id, name)
+        if voice.scope != "guild":
+            raise UserError(f"`{voice.name}` is a personal voice; the default must come from the server library.")
+        return voice
+
     async def locked(self, guild_id: int, user_id: int) -> repo.Voice | None:
         async with self.db.sessions() as s:
             return await repo.locked_voice(s, user_id, guild_id)

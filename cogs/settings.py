@@ -8,7 +8,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import UserError
 from bot.reporting import NO_MENTIONS
 
 if TYPE_CHECKING:
@@ -58,10 +57,9 @@ class SettingsCog(commands.GroupCog, group_name="settings", group_description="N
     async def default_voice(self, interaction: discord.Interaction, name: str | None = None) -> None:
         """Set the voice /say uses for members without a locked voice (empty: the model default)."""
         if name:
-            voice = await self.bot.services.voices.resolve(interaction.guild_id, interaction.user.id, name)
-            if voice.scope != "guild":
-                raise UserError(f"`{voice.name}` is a personal voice; the default must come from the server library.")
-            name = voice.name
+            name = (
+                await self.bot.services.voices.library_default(interaction.guild_id, interaction.user.id, name)
+            ).name
         await self._reply(interaction, default_voice=name)
 
     @app_commands.command(name="auto_leave")

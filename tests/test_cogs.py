@@ -129,7 +129,14 @@ async def test_settings_and_library_removal(bot) -> None:
     i = interaction()
     await run(bot, "settings auto_leave", i, enabled=False)
     assert "Leave when alone: no" in i.log[-1][1]
+    await bot.services.voices.add(repo.NewVoice(GUILD, ALICE, "personal", "designed", "Mine", timbre=b"\0" * 128))
+    i = interaction()
+    await run(bot, "settings default_voice", i, name="mine")
+    assert "personal voice" in i.log[-1][1] and i.log[-1][2] is True
     await bot.services.voices.add(repo.NewVoice(GUILD, 2, "guild", "preset", "Old", speaker="ryan"))
+    i = interaction()
+    await run(bot, "settings default_voice", i, name="old")
+    assert "Default voice: Old" in i.log[-1][1]
     i = interaction()
     await run(bot, "voices remove", i, name="old")
     assert "Removed **Old**" in i.log[-1][1]
