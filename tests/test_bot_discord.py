@@ -34,6 +34,9 @@ from bot.settings import Settings
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(240)]
 
 APP, USER, GUILD, TEXT, VOICE = 1000, 2000, 3000, 3001, 3002
+USER2, GUILD2 = 2001, 4000  # a second guild: text channel GUILD2 + 1, voice channel GUILD2 + 2
+MEMBER_OF = {GUILD: USER, GUILD2: USER2}
+SSRC = {GUILD: 42, GUILD2: 43}
 ALL = str(discord.Permissions.all().value)
 NOW = datetime.datetime.now(datetime.timezone.utc).isoformat()
 OPUS_SILENCE = b"\xf8\xff\xfe"
@@ -102,7 +105,8 @@ class FakeDiscord:
         self.key = bytes(range(32))
         self.seq = 0
         self.mid = 10
-        self.gw = self.vws = None
+        self.gw = None
+        self.vws: dict[int, web.WebSocketResponse] = {}  # guild id -> the bot's voice websocket
         self.voice_ops: list[int | None] = []  # channel ids of the bot's op 4 voice state updates
 
     async def start(self, folder: Path) -> None:
@@ -178,47 +182,52 @@ class FakeDiscord:
                 await ws.send_json({"op": 11})
             elif data["op"] == 2:
                 await self.dispatch("READY", {"v": 10, "user": _user(APP), "session_id": "s",
-                                              "guilds": [{"id": str(GUILD), "unavailable": True}],
+                                              "guilds": [{"id": str(g), "unavailable": True} for g in MEMBER_OF],
                                               "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
                                               "application": {"id": str(APP), "flags": 0}})  # fmt: skip
-                await self.dispatch("GUILD_CREATE", self.guild())
+                for guild_id in MEMBER_OF:
+                    await self.dispatch("GUILD_CREATE", self.guild(guild_id))
             elif data["op"] == 4:
                 self.voice_ops.append(data["d"]["channel_id"])
-                await self.voice_state(data["d"]["channel_id"])
+                await self.voice_state(data["d"]["channel_id"], int(data["d"]["guild_id"]))
         return ws
 
-    async def voice_state(self, channel_id: int | None) -> None:
+    async def voice_state(self, channel_id: int | None, guild_id: int = GUILD) -> None:
         await self.dispatch("VOICE_STATE_UPDATE", {
-            "guild_id": str(GUILD), "channel_id": None if channel_id is None else str(channel_id),
+            "guild_id": str(guild_id), "channel_id": None if channel_id is None else str(channel_id),
             "user_id": str(APP), "session_id": "vs", "deaf": False, "mute": False, "self_deaf": True,
             "self_mute": False, "suppress": False, "member": _member(APP)})  # fmt: skip
         if channel_id is not None:
-            await self.dispatch("VOICE_SERVER_UPDATE", {"token": "vt", "guild_id": str(GUILD),
+            await self.dispatch("VOICE_SERVER_UPDATE", {"token": "vt", "guild_id": str(guild_id),
                                                         "endpoint": f"127.0.0.1:{self.vport}"})  # fmt: skip
 
-    def guild(self) -> dict:
-        everyone = {"id": str(GUILD), "name": "@everyone", "permissions": ALL, "position": 0, "color": 0,
+    def guild(self, gid: int) -> dict:
+        user = MEMBER_OF[gid]
+        everyone = {"id": str(gid), "name": "@everyone", "permissions": ALL, "position": 0, "color": 0,
                     "hoist": False, "managed": False, "mentionable": False}  # fmt: skip
-        voice_state = {"user_id": str(USER), "channel_id": str(VOICE), "session_id": "u", "deaf": False,
+        voice_state = {"user_id": str(user), "channel_id": str(gid + 2), "session_id": "u", "deaf": False,
                        "mute": False, "self_deaf": False, "self_mute": False, "suppress": False}  # fmt: skip
-        return {"id": str(GUILD), "name": "g", "owner_id": str(USER), "roles": [everyone],
-                "channels": [{"id": str(TEXT), "type": 0, "name": "t", "position": 0, "permission_overwrites": []},
-                             {"id": str(VOICE), "type": 2, "name": "v", "position": 1, "permission_overwrites": [],
+        return {"id": str(gid), "name": "g", "owner_id": str(user), "roles": [everyone],
+                "channels": [{"id": str(gid + 1), "type": 0, "name": "t", "position": 0, "permission_overwrites": []},
+                             {"id": str(gid + 2), "type": 2, "name": "v", "position": 1, "permission_overwrites": [],
                               "bitrate": 64000, "user_limit": 0}],
-                "members": [_member(USER), _member(APP)], "voice_states": [voice_state], "member_count": 2,
+                "members": [_member(user), _member(APP)], "voice_states": [voice_state], "member_count": 2,
                 "unavailable": False, "threads": [], "stage_instances": [], "guild_scheduled_events": [],
                 "emojis": [], "stickers": [], "features": [], "premium_tier": 0}  # fmt: skip
 
     async def voice(self, request: web.Request) -> web.WebSocketResponse:
-        ws = self.vws = web.WebSocketResponse()
+        ws = web.WebSocketResponse()
         await ws.prepare(request)
+        guild_id = GUILD
         await ws.send_json({"op": 8, "d": {"heartbeat_interval": 13750}, "seq": 1})
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(msg.data)
             if data["op"] == 0:
-                await ws.send_json({"op": 2, "d": {"ssrc": 42, "ip": "127.0.0.1", "port": self.uport,
+                guild_id = int(data["d"]["server_id"])
+                self.vws[guild_id] = ws
+                await ws.send_json({"op": 2, "d": {"ssrc": SSRC[guild_id], "ip": "127.0.0.1", "port": self.uport,
                                                    "modes": ["aead_xchacha20_poly1305_rtpsize"]}, "seq": 2})  # fmt: skip
             elif data["op"] == 1:
                 await ws.send_json({"op": 4, "d": {"mode": data["d"]["data"]["mode"], "secret_key": list(self.key),
@@ -227,22 +236,26 @@ class FakeDiscord:
                 await ws.send_json({"op": 6, "d": {"t": data["d"]["t"]}})
         return ws
 
-    async def command(self, iid: int, name: str, options: list, *, perms: str = ALL, resolved: dict | None = None):
+    async def command(
+        self, iid: int, name: str, options: list, *, perms: str = ALL, resolved: dict | None = None, guild: int = GUILD
+    ) -> None:
         data = {"id": "1", "name": name, "type": 1, "options": options} | ({"resolved": resolved} if resolved else {})
         await self.dispatch("INTERACTION_CREATE", {
             "id": str(iid), "application_id": str(APP), "type": 2, "token": f"tok{iid}", "version": 1,
-            "guild_id": str(GUILD), "channel_id": str(TEXT), "channel": {"id": str(TEXT), "type": 0},
-            "member": _member(USER) | {"permissions": perms}, "attachment_size_limit": 10 * 1024 * 1024,
+            "guild_id": str(guild), "channel_id": str(guild + 1), "channel": {"id": str(guild + 1), "type": 0},
+            "member": _member(MEMBER_OF[guild]) | {"permissions": perms}, "attachment_size_limit": 10 * 1024 * 1024,
             "app_permissions": ALL, "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "authorizing_integration_owners": {}, "context": 0, "data": data})  # fmt: skip
 
     def replies(self, iid: int) -> list[tuple[str, object]]:
         return [(method, body) for method, path, body in self.rest if f"/tok{iid}" in path]
 
-    def audible_packets(self, after: float = 0.0) -> list[float]:
-        """Arrival times of RTP packets whose decoded audio is not silence."""
+    def audible_packets(self, after: float = 0.0, guild: int = GUILD) -> list[float]:
+        """Arrival times of a guild's RTP packets whose decoded audio is not silence."""
         decoder, times = discord.opus.Decoder(), []
         for t, packet in self.rtp:
+            if struct.unpack(">I", packet[8:12])[0] != SSRC[guild]:
+                continue
             opus = nacl.secret.Aead(self.key).decrypt(packet[12:-4], packet[:12], packet[-4:] + b"\0" * 20)
             if opus == OPUS_SILENCE:
                 continue
@@ -370,7 +383,7 @@ async def test_say_stop_register_and_voice_drop(fake: FakeDiscord, settings: Set
         await fake.command(20, "say", say("This line loses its voice connection halfway. " * 2))
         await until(lambda: len(fake.audible_packets(after=stopped_at + 1)) > 20, 60)
         await fake.voice_state(None)
-        await fake.vws.close(code=4014)
+        await fake.vws[GUILD].close(code=4014)
         await until(lambda: any(isinstance(b, dict) and "files[0]" in b for _, b in fake.replies(20)), 60)
         assert any("lost the voice connection" in str(b) for _, b in fake.replies(20))
         await fake.command(21, "say", say("Back again."))
@@ -395,3 +408,17 @@ async def test_restart_mid_render_reports_the_interrupted_render(fake: FakeDisco
     notice = next(b for _, path, b in fake.rest if path == f"/channels/{TEXT}/messages")
     assert f"<@{USER}>" in notice["content"] and "interrupted" in notice["content"]
     assert [int(u) for u in notice["allowed_mentions"]["users"]] == [USER]
+
+
+async def test_two_guilds_at_once_both_get_their_audio(fake: FakeDiscord, settings: Settings) -> None:
+    async with running(settings):
+        await fake.command(1, "say", say("[Calm] First guild speaking now."))
+        await fake.command(2, "say", say("[Excited] Second guild speaking too!"), guild=GUILD2)
+
+        def posted(iid: int) -> bool:
+            return any(isinstance(b, dict) and "files[0]" in b for _, b in fake.replies(iid))
+
+        await until(lambda: posted(1) and posted(2), 120)
+        await until(lambda: fake.audible_packets(guild=GUILD) and fake.audible_packets(guild=GUILD2), 30)
+        first = {g: fake.audible_packets(guild=g)[0] for g in (GUILD, GUILD2)}
+        assert abs(first[GUILD] - first[GUILD2]) < 30  # the later one waited for one render, not for ever
