@@ -9,25 +9,11 @@ Attribute names equal the official ``decoder.pre_transformer.*`` keys.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qwen_tts.codec.config import CodecDecoderConfig
 from qwen_tts.codec.convs import StreamState
-
-
-class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * weight over the last dim, computed in fp32."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+from qwen_tts.layers import MLP, RMSNorm
 
 
 class LayerScale(nn.Module):
@@ -98,19 +84,6 @@ class Attention(nn.Module):
         scores = scores.masked_fill(~valid, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         return (probs.unsqueeze(-2) @ v_win.transpose(-1, -2)).squeeze(-2)
-
-
-class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, cfg: CodecDecoderConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class TransformerLayer(nn.Module):
