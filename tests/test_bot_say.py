@@ -90,3 +90,30 @@ async def test_full_queue_is_refused_before_deferring(services: Services) -> Non
     with pytest.raises(QueueFull, match="limit is 2"):
         await prepare(services, "hello")
     assert await prepare(services, "hello", user=BOB)
+
+
+@pytest.mark.asyncio
+async def test_skip_drops_the_playing_render_and_stop_clears_the_guild(services: Services) -> None:
+    from types import SimpleNamespace
+
+    from bot.voice_source import FRAME_BYTES, SILENCE, PCMStreamSource
+
+    services.attach(SimpleNamespace(get_guild=lambda _id: None))  # no Discord session needed for these paths
+    source = PCMStreamSource(prebuffer_s=0, pace=False)
+    services.playback._sources[GUILD] = source
+
+    async def idle(job, worker):  # pragma: no cover - no worker runs in this test
+        raise AssertionError
+
+    playing, waiting, elsewhere = Job(GUILD, ALICE, idle), Job(GUILD, BOB, idle), Job(99, ALICE, idle)
+    for job in (playing, waiting, elsewhere):
+        services.queue.submit(job)
+    source.feed(playing.id, b"\x01" * FRAME_BYTES * 5)
+    source.feed(waiting.id, b"\x02" * FRAME_BYTES * 5)
+    assert source.read() == b"\x01" * FRAME_BYTES
+    assert services.renders.skip(GUILD)
+    assert source.read() == b"\x02" * FRAME_BYTES  # the next render's audio follows at once
+    assert playing.cancelled and not waiting.cancelled
+    assert services.renders.stop(GUILD) == 1  # `waiting`; the other guild's job is untouched
+    assert source.read() == SILENCE and waiting.cancelled and not elsewhere.cancelled
+    assert not services.renders.skip(GUILD)
