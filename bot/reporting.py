@@ -8,6 +8,7 @@ disabled, so a script can never ping anyone. The render service talks to the `Re
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from typing import Protocol
@@ -62,9 +63,16 @@ class InteractionReporter:
         self._pending = text
         await asyncio.sleep(max(0.0, self._last_edit + MIN_EDIT_INTERVAL_S - time.monotonic()))
         await self._flush()
-        if attachment is not None:
-            file = discord.File(fp=_bytes_io(attachment.data), filename=attachment.filename)
-            await self._safe(self.interaction.followup.send(file=file, allowed_mentions=NO_MENTIONS))
+        if attachment is None:
+            return
+        try:
+            await self.interaction.followup.send(file=_file(attachment), allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            # Interaction tokens last 15 minutes; a longer render posts its master in the channel instead.
+            log.warning("followup with the master failed (%s); posting it in the channel", exc)
+            channel = self.interaction.channel
+            if channel is not None:
+                await self._safe(channel.send(text, file=_file(attachment), allowed_mentions=NO_MENTIONS))
 
     async def note(self, text: str) -> None:
         await self._safe(self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS))
@@ -91,7 +99,5 @@ class InteractionReporter:
             log.warning("could not update the interaction: %s", exc)
 
 
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
+def _file(attachment: Attachment) -> discord.File:
+    return discord.File(fp=io.BytesIO(attachment.data), filename=attachment.filename)

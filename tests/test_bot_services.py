@@ -4,6 +4,7 @@ import asyncio
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -172,3 +173,35 @@ async def test_progress_edits_at_most_once_a_second_and_latest_wins() -> None:
     shown = [int(text.split()[2]) for _, text in fake.edits[:-1]]
     assert shown == sorted(shown) and shown[0] == 1  # the first goes out at once, later ones coalesce
     assert progress_line(2, 5, 3.2, 7.4) == "Rendering segment 2 of 5 · 3 s elapsed · about 7 s left"
+
+
+@pytest.mark.asyncio
+async def test_master_goes_to_the_channel_when_the_interaction_token_expired() -> None:
+    import discord
+
+    from bot.masters import Attachment
+
+    class Expired(FakeInteraction):
+        """The 15-minute interaction token ran out: webhook followups with files are refused."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.channel_posts: list = []
+            self.channel = SimpleNamespace(send=lambda text, **kw: _record(self.channel_posts, text, kw))
+
+        async def send(self, content=None, **kw) -> None:
+            if "file" in kw:
+                raise discord.HTTPException(SimpleNamespace(status=401, reason="Unauthorized"), "Invalid Webhook Token")
+            self.followups.append({"content": content, **kw})
+
+    fake = Expired()
+    reporter = InteractionReporter(fake)  # type: ignore[arg-type]
+    await reporter.done("Done: 1.0 s of audio.", Attachment("narration-1.wav", b"RIFF", "wav"))
+    assert len(fake.channel_posts) == 1
+    text, kw = fake.channel_posts[0]
+    assert text == "Done: 1.0 s of audio." and kw["file"].filename == "narration-1.wav"
+    assert kw["allowed_mentions"].users is False and kw["allowed_mentions"].everyone is False
+
+
+async def _record(posts: list, text: str, kw: dict) -> None:
+    posts.append((text, kw))
