@@ -157,6 +157,9 @@ class Playback:
             source,
             after=after,
             bitrate=128,  # full quality: narration is listened to closely, and the master must match what is heard
+            # CELT-only, no SILK/hybrid: on rendered speech the decoded waveform follows the master far more closely
+            # (correlation 0.99 vs 0.85 with 'audio' on tiny-checkpoint output) and the codec delay drops 6.5 -> 2.5 ms.
+            application="lowdelay",
         )
         return source
 
