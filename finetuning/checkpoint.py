@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.pt"
 MASTER_WEIGHTS = "master_weights.safetensors"
+_SPECIAL_IDS = ("codec_eos_token_id", "codec_think_id", "codec_nothink_id", "codec_think_bos_id", "codec_think_eos_id",
+                "codec_pad_id", "codec_bos_id")  # fmt: skip
 _NOT_COPIED = {WEIGHTS, WEIGHTS_INDEX, "config.json", TRAINER_STATE, MASTER_WEIGHTS}
 
 
@@ -41,9 +43,8 @@ def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
 def check_speaker_slot(config: Qwen3TTSConfig, slot: int) -> None:
     """The slot must be a special row (>= codebook size, < vocab) that no special/language id already uses."""
     tc = config.talker_config
-    taken = {getattr(tc, k): k for k in ("codec_eos_token_id", "codec_think_id", "codec_nothink_id",
-                                          "codec_think_bos_id", "codec_think_eos_id", "codec_pad_id", "codec_bos_id")}
-    taken.update({v: f"language {k}" for k, v in tc.codec_language_id.items()})  # fmt: skip
+    taken = {getattr(tc, k): k for k in _SPECIAL_IDS}
+    taken.update({v: f"language {k}" for k, v in tc.codec_language_id.items()})
     if not tc.codebook_size <= slot < tc.vocab_size:
         raise ValueError(f"speaker_slot={slot} must be in [{tc.codebook_size}, {tc.vocab_size}) (special rows)")
     if slot in taken:
