@@ -1,0 +1,100 @@
+"""Checks on audio received by the fake: joining packets, aligning with a reference, packet timing.
+
+Units: received PCM is 48 kHz stereo int16 (as Discord carries it); references are float32 mono at their own rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tests.fakediscord.voice import Packet
+
+RATE = 48_000
+MAX_OPUS_DELAY = 2_000  # samples at 48 kHz searched for the codec delay (Opus lookahead is ~312)
+
+
+def mono_float(packets: Sequence[Packet]) -> np.ndarray:
+    """Decoded packets in order, down-mixed to float32 mono in [-1, 1] (48 kHz), end-of-speech frames left out."""
+    frames = [p.pcm for p in packets if not p.is_end_of_speech]
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    stereo = np.concatenate(frames).astype(np.float32) / 32768.0
+    return stereo.mean(axis=1)
+
+
+def to_48k(audio: np.ndarray, rate: int) -> np.ndarray:
+    import soxr
+
+    return audio.astype(np.float32) if rate == RATE else soxr.resample(audio.astype(np.float32), rate, RATE)
+
+
+def trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio[:0]
+
+
+@dataclass(frozen=True)
+class Match:
+    correlation: float  # Pearson correlation of the aligned, overlapping parts
+    lag: int  # samples (48 kHz) by which the received audio trails the reference
+
+
+def best_alignment(received: np.ndarray, reference: np.ndarray, max_lag: int) -> Match:
+    """Slide `reference` over `received` (lags 0..max_lag, by FFT cross-correlation) and report the best overlap."""
+    n = len(received) + len(reference)
+    size = 1 << (n - 1).bit_length()
+    cross = np.fft.irfft(np.fft.rfft(received, size) * np.conj(np.fft.rfft(reference, size)), size)[: max_lag + 1]
+    lag = int(np.argmax(cross))
+    overlap = min(len(received) - lag, len(reference))
+    a, b = received[lag : lag + overlap], reference[:overlap]
+    if overlap < 2 or a.std() == 0 or b.std() == 0:
+        return Match(0.0, lag)
+    return Match(float(np.corrcoef(a, b)[0, 1]), lag)
+
+
+def match_reference(packets: Sequence[Packet], reference: np.ndarray, rate: int) -> Match:
+    """Correlation of what arrived with the reference (e.g. the master, 24 kHz) after resampling to 48 kHz and
+    aligning the Opus delay plus any leading silence before the first word."""
+    received = mono_float(packets)
+    wanted = trim_silence(to_48k(reference, rate))
+    first = np.flatnonzero(np.abs(received) > 1e-3)
+    start = max(int(first[0]) - MAX_OPUS_DELAY, 0) if len(first) else 0
+    return best_alignment(received[start:], wanted, 2 * MAX_OPUS_DELAY + (first[0] - start if len(first) else 0))
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Packet timing of one stream: gaps between consecutive arrivals (ms)."""
+
+    gaps_ms: np.ndarray
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.gaps_ms, 99)) if len(self.gaps_ms) else 0.0
+
+    @property
+    def longest(self) -> float:
+        return float(self.gaps_ms.max()) if len(self.gaps_ms) else 0.0
+
+    def bursts(self, fast_ms: float = 5.0, run: int = 3) -> int:
+        """Runs of >= `run` consecutive gaps under `fast_ms`: a player catching up after a stall."""
+        count, streak = 0, 0
+        for fast in self.gaps_ms < fast_ms:
+            streak = streak + 1 if fast else 0
+            count += streak == run
+        return count
+
+
+def cadence(packets: Sequence[Packet]) -> Cadence:
+    """Gaps between the arrivals of consecutive audio packets (discord.py's 5 closing silence frames left out)."""
+    times = np.array([p.at for p in packets if not p.is_end_of_speech])
+    return Cadence(np.diff(times) * 1000.0)
+
+
+def audible_span(packets: Sequence[Packet]) -> list[Packet]:
+    """The packets from the first audible one to the last audible one (inclusive)."""
+    loud = [i for i, p in enumerate(packets) if p.audible]
+    return list(packets[loud[0] : loud[-1] + 1]) if loud else []

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.fakediscord.fixtures import fake_discord  # noqa: F401
