@@ -250,6 +250,17 @@ class FakeDiscord:
     def replies(self, iid: int) -> list[tuple[str, object]]:
         return [(method, body) for method, path, body in self.rest if f"/tok{iid}" in path]
 
+    def heard(self, guild: int = GUILD) -> np.ndarray:
+        """Everything the guild's channel received, decoded: (n,) float32 at 48 kHz (left channel)."""
+        decoder, pcm = discord.opus.Decoder(), []
+        for _, packet in self.rtp:
+            if struct.unpack(">I", packet[8:12])[0] != SSRC[guild]:
+                continue
+            opus = nacl.secret.Aead(self.key).decrypt(packet[12:-4], packet[:12], packet[-4:] + b"\0" * 20)
+            if opus != OPUS_SILENCE:
+                pcm.append(np.frombuffer(decoder.decode(opus, fec=False), "<i2").reshape(-1, 2)[:, 0])
+        return np.concatenate(pcm).astype(np.float32) / 32768 if pcm else np.zeros(0, np.float32)
+
     def audible_packets(self, after: float = 0.0, guild: int = GUILD) -> list[float]:
         """Arrival times of a guild's RTP packets whose decoded audio is not silence."""
         decoder, times = discord.opus.Decoder(), []
@@ -263,6 +274,18 @@ class FakeDiscord:
             if t >= after and np.sqrt((pcm**2).mean()) > 300:
                 times.append(t)
         return times
+
+
+def heard_vs_master(heard: np.ndarray, master: np.ndarray) -> float:
+    """Pearson correlation of the heard 48 kHz audio with the 24 kHz master, at the best lag."""
+    from bot.voice_source import upsample_utterance
+
+    ref = np.frombuffer(upsample_utterance(master.astype(np.float32)), "<i2").reshape(-1, 2)[:, 0] / 32768
+    size = 1 << int(np.ceil(np.log2(len(heard) + len(ref))))
+    xcorr = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(xcorr[: max(1, len(heard) - len(ref) // 2)]))
+    n = min(len(ref), len(heard) - lag)
+    return float(np.corrcoef(heard[lag : lag + n], ref[:n])[0, 1])
 
 
 async def until(predicate, timeout: float = 60.0) -> None:
@@ -332,10 +355,14 @@ async def test_say_stop_register_and_voice_drop(fake: FakeDiscord, settings: Set
         audio, sr = sf.read(io.BytesIO(data))
         assert name.endswith(".wav") and sr == 24_000 and len(audio) > 0
         assert fake.audible_packets() and fake.audible_packets()[0] < master_at
+        # once it has played out, what the channel heard is the master (up to Opus and a constant delay)
+        await asyncio.sleep(max(0.0, fake.audible_packets()[0] + len(audio) / sr + 0.5 - time.monotonic()))
+        assert heard_vs_master(fake.heard(), audio) >= 0.9
 
         # /stop mid-stream: silent within 200 ms of the command reaching the bot; the next /say works
+        said_at = time.monotonic()
         await fake.command(2, "say", say("A long line that will be stopped. " * 3))
-        await until(lambda: len(fake.audible_packets(after=master_at + 0.5)) > 20, 60)
+        await until(lambda: len(fake.audible_packets(after=said_at)) > 20, 60)
         stopped_at = time.monotonic()
         await fake.command(3, "stop", [])
         await asyncio.sleep(0.8)
