@@ -358,6 +358,9 @@ async def test_say_stop_register_and_voice_drop(fake: FakeDiscord, settings: Set
         # once it has played out, what the channel heard is the master (up to Opus and a constant delay)
         await asyncio.sleep(max(0.0, fake.audible_packets()[0] + len(audio) / sr + 0.5 - time.monotonic()))
         assert heard_vs_master(fake.heard(), audio) >= 0.9
+        start = fake.audible_packets()[0]
+        times = np.array([t for t, _ in fake.rtp if start <= t <= start + len(audio) / sr])
+        assert (np.diff(times) < 0.010).sum() == 0, "packets went out in a burst"
 
         # /stop mid-stream: silent within 200 ms of the command reaching the bot; the next /say works
         said_at = time.monotonic()
