@@ -31,19 +31,17 @@ def official_embeds(talker, b):
     speaker_pos = int(b["speaker_mask"][0].nonzero()[0, 0])
     codec[:, speaker_pos, :] = b["xvec"]
     embeds = text + codec
+    frame_mask = b["frame_mask"][..., None]
     for i in range(1, 16):
-        embeds = embeds + talker.code_predictor.get_input_embeddings()[i - 1](b["frame_codes"][:, :, i]) * b[
-            "frame_mask"
-        ][..., None]
+        embeds = embeds + talker.code_predictor.get_input_embeddings()[i - 1](b["frame_codes"][:, :, i]) * frame_mask
     return embeds
 
 
 def main() -> int:
+    import shim
     import torch
     import torch.nn.functional as F
     from safetensors.torch import load_file, save_file
-
-    import shim
 
     shim.import_official()
     from qwen_tts import Qwen3TTSModel
