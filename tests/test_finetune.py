@@ -192,20 +192,29 @@ def test_two_sample_overfit_exports_a_loadable_custom_voice(tiny_base, train_jso
     wav = tts.synthesize(SynthesisRequest("hello world", speaker="anna", max_frames=6))
     assert wav.ndim == 1 and 0 < wav.shape[0] <= 6 * 1920 and np.isfinite(wav).all()
 
+    from bot.voice_import import inspect_checkpoint  # what `narrator voices import DIR --name anna` accepts
+
+    speaker, timbre = inspect_checkpoint(folder, None, "anna")
+    assert speaker == "anna" and len(timbre) > 0
+
 
 def test_resume_continues_at_the_same_step(tiny_base, train_jsonl, tmp_path):
     """3 samples, batch 1, accumulation 2: steps end mid-epoch and on the epoch's partial accumulation. Resuming
     from step 1 must give the same step-4 weights, optimizer state and log rows as one uninterrupted run."""
     from safetensors.torch import load_file
 
-    from finetuning.sft_12hz import run
+    from finetuning.sft_12hz import main, run
 
     kw = dict(batch_size=1, grad_accum_steps=2, max_steps=4, save_every_steps=1, lr=1e-3)
     straight = run(_cfg(tiny_base, train_jsonl, tmp_path / "a", **kw))
     first = tmp_path / "a" / "checkpoint-step-000001"
     assert json.loads((first / "meta_000001.json").read_text())["batch"] == 2  # mid-epoch
-    resumed = run(_cfg(tiny_base, train_jsonl, tmp_path / "b", resume_from=str(first), **kw))
-    assert resumed.name == straight.name == "checkpoint-step-000004"
+    argv = ["--init-model", str(tiny_base), "--train-jsonl", str(train_jsonl), "--speaker-name", "anna",
+            "--output-dir", str(tmp_path / "b"), "--resume-from", str(first), "--batch-size", "1",
+            "--grad-accum-steps", "2", "--max-steps", "4", "--save-every-steps", "1", "--lr", "1e-3"]  # fmt: skip
+    assert main(argv) == 0  # the CLI entry point
+    resumed = tmp_path / "b" / "checkpoint-step-000004"
+    assert straight.name == resumed.name
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
