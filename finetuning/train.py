@@ -30,12 +30,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA for "auto"/"bf16"; None (plain fp32) on CPU or for "fp32"."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        raise ValueError("precision='bf16' needs a CUDA device; use --precision fp32 (or auto) on CPU")
-    return torch.bfloat16
+    """bf16 autocast for "bf16" (any device; slow on CPU, used to test the mixed-precision path) and for "auto" on
+    CUDA; None (plain fp32) for "fp32" and for "auto" on CPU. Master weights and optimizer state stay fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 @dataclass

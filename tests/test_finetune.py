@@ -227,3 +227,24 @@ def test_resume_continues_at_the_same_step(tiny_base, train_jsonl, tmp_path):
     for row in rows_b[1:]:
         step, loss = int(row.split(",")[0]), float(row.split(",")[2])
         assert loss == pytest.approx(loss_a[step], rel=1e-5)
+
+
+def test_bf16_autocast_step_keeps_fp32_master_weights(tiny_base, train_jsonl):
+    """The GPU recipe's mixed precision (bf16 autocast, fp32 weights and AdamW state), exercised on the CPU."""
+    from finetuning.train import Trainer
+
+    model = load_model(tiny_base)
+    ds = SFTDataset(read_jsonl(train_jsonl), TextTokenizer.from_pretrained(tiny_base), model.config)
+    batch = collate([ds[0], ds[1]])
+    xvec = torch.randn(model.config.talker_config.hidden_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fp32_loss = compute_loss(model.talker, batch, xvec, 0.3).loss.item()
+    cfg = SFTConfig(precision="bf16", grad_accum_steps=1, lr=3e-3)
+    trainer = Trainer(cfg, model, xvec, torch.device("cpu"))
+    losses = [trainer.train_step(batch)["loss"] for _ in range(4)]
+    assert trainer.autocast == torch.bfloat16
+    assert losses[0] == pytest.approx(fp32_loss, rel=0.05)  # bf16 rounding only
+    assert losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in model.talker.parameters())
+    state = trainer.optimizer.state[model.talker.codec_head.weight]
+    assert state["exp_avg"].dtype == torch.float32 and trainer.position.step == 4
