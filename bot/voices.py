@@ -7,6 +7,7 @@ submits it to the inference worker and hands the results back to `add_*`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -43,10 +44,30 @@ def vector_from_bytes(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").copy()
 
 
+def read_preset_speakers(model: str) -> list[str]:
+    """Speaker names in a local checkpoint folder, or in the hub cache for a hub id; [] when not available."""
+    from qwen_tts.loading import load_config
+
+    folder = Path(model).expanduser()
+    try:
+        if not folder.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+            if not isinstance(cached, str):
+                return []
+            folder = Path(cached).parent
+        return sorted(name.lower() for name in load_config(folder).talker_config.spk_id)
+    except Exception as exc:  # a missing or odd checkpoint only means no preset names to offer
+        log.warning("could not read preset speakers of %s: %s", model, exc)
+        return []
+
+
 class VoiceService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self._presets: list[str] | None = None
 
     # -- reading -----------------------------------------------------------------------------------------------------
 
@@ -57,6 +78,7 @@ class VoiceService:
     async def names_starting(self, guild_id: int, user_id: int, current: str) -> list[str]:
         current = current.strip().lower()
         names = [v.name for v in await self.list(guild_id, user_id)]
+        names += [p for p in await self.preset_speakers() if p not in {n.lower() for n in names}]
         return [n for n in names if current in n.lower()][:MAX_AUTOCOMPLETE]
 
     async def resolve(self, guild_id: int, user_id: int, name: str) -> repo.Voice:
@@ -70,7 +92,27 @@ class VoiceService:
             raise NotYourVoice(
                 f"`{name}` is someone else's personal voice. Pick one of yours or the server's: /voice list"
             )
+        preset = await self._preset_voice(guild_id, name)
+        if preset is not None:
+            return preset
         raise UnknownVoice(f"There is no voice called `{name[:40]}`. See /voice list for the voices you can use.")
+
+    # -- preset speakers of the CustomVoice checkpoint ---------------------------------------------------------------
+
+    async def preset_speakers(self) -> list[str]:
+        """The checkpoint's preset speakers, read from its config.json (no model load, no download); [] if unknown."""
+        if self._presets is None:
+            self._presets = await asyncio.to_thread(read_preset_speakers, self.settings.custom_voice_model)
+        return self._presets
+
+    async def _preset_voice(self, guild_id: int, name: str) -> repo.Voice | None:
+        """A preset speaker used by name becomes a library voice of the guild (so it can be listed and locked)."""
+        speaker = name.strip().lower()
+        if speaker not in await self.preset_speakers():
+            return None
+        new = repo.NewVoice(guild_id=guild_id, owner_id=0, scope="guild", kind="preset", name=speaker,
+                            model=self.settings.custom_voice_model, speaker=speaker)  # fmt: skip
+        return await self.add(new)
 
     async def library_default(self, guild_id: int, user_id: int, name: str) -> repo.Voice:
         """A voice that may become the server default: visible to everyone, so from the library."""

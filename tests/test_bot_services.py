@@ -205,3 +205,20 @@ async def test_master_goes_to_the_channel_when_the_interaction_token_expired() -
 
 async def _record(posts: list, text: str, kw: dict) -> None:
     posts.append((text, kw))
+
+
+@pytest.mark.asyncio
+async def test_preset_speakers_are_usable_by_name(tmp_path: Path, tiny_custom_voice) -> None:
+    settings = Settings(
+        custom_voice_model=str(tiny_custom_voice), database_url=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    )
+    db = await open_database(settings.database_url)
+    voices = VoiceService(db, settings)
+    assert "vivian" in await voices.preset_speakers()
+    assert "vivian" in await voices.names_starting(GUILD, ALICE, "viv")
+    locked = await voices.lock(GUILD, ALICE, "Vivian")
+    assert locked.kind == "preset" and locked.speaker == "vivian" and locked.scope == "guild"
+    assert (await voices.resolve(GUILD, BOB, "vivian")).id == locked.id  # stored once, shared by the guild
+    with pytest.raises(UnknownVoice):
+        await voices.resolve(GUILD, ALICE, "nobody")
+    await db.close()
