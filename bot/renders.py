@@ -221,7 +221,7 @@ class RenderService:
             first_audio_seconds=request.stats.get("first_audio"),
         )
         limit = getattr(reporter, "filesize_limit", 10 * 1024 * 1024)
-        attachment = await asyncio.to_thread(attachment_for, path, limit, f"narration-{request.render_id}")
+        attachment = await asyncio.to_thread(attachment_for, path, limit)  # named like the master (and its sidecar)
         text = f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s."
         if attachment is None:
             text += " The recording is too large to attach here, even as Opus; it is kept on the bot's disk."
