@@ -1,6 +1,6 @@
 """Fine-tune a Qwen3-TTS 12 Hz Base checkpoint on one speaker and save CustomVoice checkpoints.
 
-    python -m finetuning.prepare_data --init-model BASE_DIR --input-jsonl raw.jsonl --output-jsonl train.jsonl
+    python -m finetuning.prepare_data --codec BASE_DIR --input-jsonl raw.jsonl --output-jsonl train.jsonl
     python -m finetuning.sft_12hz --init-model BASE_DIR --train-jsonl train.jsonl --speaker-name anna \\
         --output-dir runs/anna [--num-epochs 3 --batch-size 2 --lr 2e-5 --grad-accum-steps 4 ...]
     python -m finetuning.sft_12hz ... --resume-from runs/anna/checkpoint-step-000040
