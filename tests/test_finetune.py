@@ -248,3 +248,29 @@ def test_bf16_autocast_step_keeps_fp32_master_weights(tiny_base, train_jsonl):
     assert all(p.dtype == torch.float32 for p in model.talker.parameters())
     state = trainer.optimizer.state[model.talker.codec_head.weight]
     assert state["exp_avg"].dtype == torch.float32 and trainer.position.step == 4
+
+
+def test_bf16_checkpoint_exports_bf16_and_resumes_from_fp32_master_weights(tiny_base, train_jsonl, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from finetuning.checkpoint import MASTER_WEIGHTS
+    from finetuning.sft_12hz import run
+    from qwen_tts import QwenTTS
+
+    init = tmp_path / "base_bf16"
+    shutil.copytree(tiny_base, init)
+    state = load_file(init / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
+              init / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    kw = dict(max_steps=2, save_every_steps=1, lr=1e-3)
+    straight = run(_cfg(init, train_jsonl, tmp_path / "a", **kw))
+    first = tmp_path / "a" / "checkpoint-step-000001"
+    assert load_file(straight / "model.safetensors")["talker.codec_head.weight"].dtype == torch.bfloat16
+    assert (first / MASTER_WEIGHTS).is_file()
+    assert QwenTTS.from_pretrained(straight).speakers == ["anna"]
+    resumed = run(_cfg(init, train_jsonl, tmp_path / "b", resume_from=str(first), **kw))
+    a, b = load_file(straight / MASTER_WEIGHTS), load_file(resumed / MASTER_WEIGHTS)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
