@@ -192,10 +192,33 @@ def test_two_sample_overfit_exports_a_loadable_custom_voice(tiny_base, train_jso
     wav = tts.synthesize(SynthesisRequest("hello world", speaker="anna", max_frames=6))
     assert wav.ndim == 1 and 0 < wav.shape[0] <= 6 * 1920 and np.isfinite(wav).all()
 
+    _training_prompt_is_the_inference_prompt(tts, train_jsonl)
+
     from bot.voice_import import inspect_checkpoint  # what `narrator voices import DIR --name anna` accepts
 
     speaker, timbre = inspect_checkpoint(folder, None, "anna")
     assert speaker == "anna" and len(timbre) > 0
+
+
+def _training_prompt_is_the_inference_prompt(tts, train_jsonl: Path) -> None:
+    """On the exported model: the training sequence up to codec_bos equals the prefill that QwenTTS builds for
+    speaker "anna", and the training logits there equal the first codebook-0 distribution of generation."""
+    from finetuning.loss import talker_input_embeds
+    from qwen_tts import SynthesisRequest
+    from qwen_tts.generate import prefill_logits
+
+    record = read_jsonl(train_jsonl)[1]
+    ds = SFTDataset([record], tts.tokenizer, tts.config)
+    batch = collate([ds[0]])
+    inputs = tts.talker_inputs([SynthesisRequest(record["text"], speaker="anna")])
+    prompt_len = inputs.embeds.shape[1]
+    assert int(batch["labels"][0, prompt_len]) == record["audio_codes"][0][0]  # first frame right after the prompt
+    with torch.no_grad():
+        embeds = talker_input_embeds(tts.model.talker, batch, tts.speaker_row("anna"))
+        torch.testing.assert_close(embeds[0, :prompt_len], inputs.embeds[0], rtol=1e-5, atol=1e-5)
+        train_logits = tts.model.talker.codec_head(tts.model.talker.model.run_layers(embeds, None))
+        first, _ = prefill_logits(tts.model, inputs)
+    torch.testing.assert_close(train_logits[0, prompt_len - 1], first[0], rtol=1e-4, atol=1e-4)
 
 
 def test_resume_continues_at_the_same_step(tiny_base, train_jsonl, tmp_path):
