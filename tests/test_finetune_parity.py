@@ -22,7 +22,6 @@ def test_loss_equals_official_modules_with_the_alignment_fixes(tiny_base, tmp_pa
     from tests.oracle.client import ORACLE_DIR, REPO_ROOT, Oracle, _oracle_env
 
     oracle = Oracle.ensure(tmp_path)
-    torch.set_num_threads(1)
     model = load_model(tiny_base)
     tok = TextTokenizer.from_pretrained(tiny_base)
     gen = torch.Generator().manual_seed(5)
