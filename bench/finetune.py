@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/finetune.py [--size tiny|0.6b|1.7b] [--device cpu|cuda] [--batch-size 2] [--frames 100]
                                        [--text-tokens 40] [--steps 5] [--threads 1] [--precision auto|bf16|fp32]
+                                       [--freeze-text-embedding]
 
 Prints one JSON line. The model is a randomly initialised Base model of the given size built directly on the device
 (weights do not change the cost), trained with ``finetuning.train.Trainer`` (AdamW, clipping, bf16 autocast on CUDA
@@ -73,7 +74,8 @@ def run(args) -> dict:
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     model = build_model(args.size, device)
-    cfg = SFTConfig(grad_accum_steps=1, precision=args.precision, batch_size=args.batch_size)
+    cfg = SFTConfig(grad_accum_steps=1, precision=args.precision, batch_size=args.batch_size,
+                    train_text_embedding=not args.freeze_text_embedding)  # fmt: skip
     hidden = model.config.talker_config.hidden_size
     trainer = Trainer(cfg, model, torch.randn(hidden), device)
     batch = synthetic_batch(model.config, args.batch_size, args.text_tokens, args.frames)
@@ -94,6 +96,7 @@ def run(args) -> dict:
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "precision": "bf16-autocast" if trainer.autocast is not None else "fp32", "threads": args.threads,
         "params_m": round(sum(p.numel() for p in model.talker.parameters()) / 1e6, 2),
+        "trained_params_m": round(sum(p.numel() for p in trainer.params) / 1e6, 2),
         "batch_size": args.batch_size, "frames": args.frames, "text_tokens": args.text_tokens,
         "seq_len": int(batch["labels"].shape[1]), "step_ms": round(step_s * 1000, 2),
         "forward_ms": round(forward_s * 1000, 2), "samples_per_s": round(args.batch_size / step_s, 3),
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--freeze-text-embedding", action="store_true", help="as --no-train-text-embedding in training")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     print(json.dumps(run(args)))  # the one JSON line this benchmark reports

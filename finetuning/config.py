@@ -35,6 +35,10 @@ class SFTConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
+    train_text_embedding: bool = field(
+        default=True, metadata={"help": "also train the 151k-row text embedding (as the official recipe); "
+                                        "--no-train-text-embedding saves its gradient and AdamW state"}
+    )  # fmt: skip
     batch_size: int = field(default=2, metadata={"help": "samples per micro-batch"})
     grad_accum_steps: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 disables clipping)"})

@@ -37,6 +37,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def trainable_parameters(talker: torch.nn.Module, train_text_embedding: bool) -> list[torch.nn.Parameter]:
+    """Every talker weight (a full fine-tune), optionally without the text embedding (which is then frozen)."""
+    talker.model.text_embedding.weight.requires_grad_(train_text_embedding)
+    return [p for p in talker.parameters() if p.requires_grad]
+
+
 @dataclass
 class Position:
     """Where training stands: optimizer steps done, current epoch and the next batch index inside it."""
@@ -56,8 +62,9 @@ class Trainer:
         self.device = device
         self.speaker_vector = speaker_vector.detach().float().to(device)
         self.autocast = autocast_dtype(cfg.precision, device)
+        self.params = trainable_parameters(self.talker, cfg.train_text_embedding)
         self.optimizer = torch.optim.AdamW(
-            self.talker.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+            self.params, lr=cfg.lr, weight_decay=cfg.weight_decay,
             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
         )  # fmt: skip
         self.position = Position()
@@ -94,9 +101,9 @@ class Trainer:
         if self.pending == 0:
             return {"stepped": 0.0}
         if self.cfg.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.talker.parameters(), self.cfg.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in self.talker.parameters() if p.grad is not None])
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.position.step += 1

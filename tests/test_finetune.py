@@ -297,3 +297,18 @@ def test_bf16_checkpoint_exports_bf16_and_resumes_from_fp32_master_weights(tiny_
     a, b = load_file(straight / MASTER_WEIGHTS), load_file(resumed / MASTER_WEIGHTS)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_frozen_text_embedding_stays_put(tiny_base, train_jsonl):
+    from finetuning.train import Trainer
+
+    model = load_model(tiny_base)
+    ds = SFTDataset(read_jsonl(train_jsonl), TextTokenizer.from_pretrained(tiny_base), model.config)
+    text_before = model.talker.model.text_embedding.weight.detach().clone()
+    head_before = model.talker.codec_head.weight.detach().clone()
+    cfg = SFTConfig(train_text_embedding=False, grad_accum_steps=1, lr=1e-3)
+    trainer = Trainer(cfg, model, torch.zeros(model.config.talker_config.hidden_size), torch.device("cpu"))
+    trainer.train_step(collate([ds[0], ds[1]]))
+    assert torch.equal(model.talker.model.text_embedding.weight, text_before)
+    assert not torch.equal(model.talker.codec_head.weight, head_before)
+    assert len(trainer.params) == sum(1 for _ in model.talker.parameters()) - 1
