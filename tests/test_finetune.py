@@ -321,7 +321,8 @@ def test_cuda_training_uses_bf16_autocast(tiny_base, train_jsonl):
     device = torch.device("cuda")
     model = load_model(tiny_base, device=device)
     ds = SFTDataset(read_jsonl(train_jsonl), TextTokenizer.from_pretrained(tiny_base), model.config)
-    trainer = Trainer(SFTConfig(grad_accum_steps=1, lr=3e-3), model, torch.randn(32), device)
+    xvec = torch.randn(model.config.talker_config.hidden_size)
+    trainer = Trainer(SFTConfig(grad_accum_steps=1, lr=3e-3), model, xvec, device)
     losses = [trainer.train_step(collate([ds[0], ds[1]]))["loss"] for _ in range(5)]
     assert trainer.autocast == torch.bfloat16 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert all(p.dtype == torch.float32 and p.is_cuda for p in model.talker.parameters())
