@@ -48,10 +48,12 @@ def user_message(error: app_commands.AppCommandError) -> str | None:
 class NarratorTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         message = user_message(error)
+        command = interaction.command.qualified_name if interaction.command else "?"
         if message is None:
-            command = interaction.command.qualified_name if interaction.command else "?"
             log.error("unexpected error in /%s", command, exc_info=error)
             message = SORRY
+        else:
+            log.info("/%s refused for user %s: %s", command, interaction.user.id, message)
         await reply_privately(interaction, message)
 
 
