@@ -9,6 +9,10 @@ from typing import Any
 import discord
 
 ALL_PERMISSIONS = str(discord.Permissions.all().value)
+# @everyone in a fresh server: see, talk and use commands; no management permissions
+EVERYONE_PERMISSIONS = str(discord.Permissions(view_channel=True, send_messages=True, read_message_history=True,
+                                               attach_files=True, embed_links=True, connect=True, speak=True,
+                                               use_application_commands=True).value)  # fmt: skip
 NO_PERMISSIONS = "0"
 ATTACHMENT_LIMIT = 10 * 1024 * 1024  # Discord's default upload limit since 2025 (bytes)
 
@@ -63,7 +67,7 @@ class FakeGuild:
         return self.id + 2
 
     def to_dict(self, app_id: int) -> dict[str, Any]:
-        everyone = {"id": str(self.id), "name": "@everyone", "permissions": "0", "position": 0, "color": 0,
+        everyone = {"id": str(self.id), "name": "@everyone", "permissions": EVERYONE_PERMISSIONS, "position": 0, "color": 0,
                     "hoist": False, "managed": False, "mentionable": False}  # fmt: skip
         channels = [
             {"id": str(self.text_channel), "type": 0, "name": "text", "position": 0, "permission_overwrites": []},

@@ -1,7 +1,7 @@
 """Voice UDP: IP discovery, then RTP receive -> transport decryption -> Opus decoding, per guild, with arrival times.
 
-The socket is read by its own thread (not the event loop), so arrival times measure what the bot sent on the wire and
-not how busy the test's event loop was.
+Arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS, converted to time.monotonic()), and the socket is
+read by its own thread, so packet timing measures what the bot put on the wire, not how busy the test process was.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 OPUS_SILENCE = b"\xf8\xff\xfe"  # discord.py's end-of-speech frame
 DISCOVERY_SIZE = 74
 SAMPLES_PER_PACKET = 960  # 20 ms at 48 kHz, per channel
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; the module may not export it
 AUDIBLE_RMS = 100.0  # int16 RMS above which a decoded 20 ms frame counts as audio (the bot sends true zeros as silence)
 
 
@@ -36,14 +37,11 @@ class Packet:
     timestamp: int
     opus: bytes
     pcm: np.ndarray
+    rms: float  # of `pcm`, computed once on arrival (tests poll `audible` often)
 
     @property
     def is_end_of_speech(self) -> bool:
         return self.opus == OPUS_SILENCE
-
-    @property
-    def rms(self) -> float:
-        return float(np.sqrt(np.mean(self.pcm.astype(np.float64) ** 2)))
 
     @property
     def audible(self) -> bool:
@@ -84,6 +82,11 @@ class VoiceUdp:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.kernel_timestamps = True
+        except OSError:  # not Linux: fall back to the time the thread woke up
+            self.kernel_timestamps = False
         self.port: int = self.sock.getsockname()[1]
         self.packets: list[Packet] = []
         self.sessions: dict[int, _Session] = {}  # ssrc -> session
@@ -110,17 +113,27 @@ class VoiceUdp:
     def _serve(self) -> None:
         while self._running:
             try:
-                data, addr = self.sock.recvfrom(4096)
+                data, ancillary, _, addr = self.sock.recvmsg(4096, 64)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            at = time.monotonic()
+            at = self._arrival(ancillary)
             try:
                 self._handle(data, addr, at)
             except Exception as exc:  # keep serving; the test reads `errors`
                 log.exception("fake voice UDP could not handle a %d-byte datagram", len(data))
                 self.errors.append(repr(exc))
+
+    @staticmethod
+    def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+        """The kernel's receive time of the datagram on the time.monotonic() clock (now, without a timestamp)."""
+        now_mono, now_wall = time.monotonic(), time.time()
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", data[:16])
+                return now_mono - (now_wall - (seconds + nanoseconds * 1e-9))
+        return now_mono
 
     def _handle(self, data: bytes, addr: tuple[str, int], at: float) -> None:
         if len(data) == DISCOVERY_SIZE and data[:2] == b"\x00\x01":
@@ -140,7 +153,8 @@ class VoiceUdp:
             return
         opus = decrypt_xchacha_rtpsize(session.key, data)
         pcm = np.frombuffer(session.decoder.decode(opus, fec=False), dtype="<i2").reshape(-1, 2)
-        packet = Packet(at, session.guild_id, ssrc, sequence, timestamp, opus, pcm)
+        rms = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) if len(pcm) else 0.0
+        packet = Packet(at, session.guild_id, ssrc, sequence, timestamp, opus, pcm, rms)
         with self._lock:
             self.packets.append(packet)
 

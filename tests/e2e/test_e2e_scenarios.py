@@ -1,0 +1,216 @@
+"""The eight end-to-end scenarios of the fake-Discord issue, run against the real bot (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.e2e.conftest import (
+    ADMIN,
+    GUILD,
+    GUILD2,
+    MEMBER,
+    NO_PERMISSIONS,
+    OTHER,
+    Narrator,
+    packets_since,
+    sidecar,
+    wait_for_master,
+    wait_for_quiet,
+)
+from tests.fakediscord.audio import audible_span, cadence, match_reference
+from tests.fakediscord.harness import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
+log = logging.getLogger(__name__)
+
+THREE_EMOTIONS = "[Calm] Hello. [Pause 0.4s] [Excited] Wow! [Whispering] Bye."  # about 8 s from the tiny model
+LONG_LINE = "This line keeps the narrator talking for a good while. " * 2  # about 40 s from the tiny model
+
+
+def assert_steady(packets, label: str) -> None:
+    """Inter-packet gap p99 <= 25 ms over the stream and no catch-up bursts (runs of back-to-back packets)."""
+    timing = cadence(packets)
+    log.info("%s: %d packets, gap p99 %.1f ms, longest %.1f ms, bursts %d", label, len(packets), timing.p99,
+             timing.longest, timing.bursts())  # fmt: skip
+    assert timing.p99 <= 25.0, f"{label}: gap p99 {timing.p99:.1f} ms (longest {timing.longest:.1f} ms)"
+    assert timing.bursts() == 0, f"{label}: {timing.bursts()} bursts of back-to-back packets"
+
+
+# 1 ---------------------------------------------------------------------------------------------------------------------
+async def test_say_streams_live_matches_the_master_and_posts_it(narrator: Narrator) -> None:
+    fake = narrator.fake
+    sent = await narrator.say(THREE_EMOTIONS)
+    master, rate, name = await wait_for_master(sent)
+    await wait_for_quiet(fake, GUILD)
+
+    assert sent.deferred
+    progress = [e.content for e in sent.edits]
+    assert any("segment" in text for text in progress), progress
+    assert name.endswith(".wav") and rate == 24_000 and len(master) > rate // 2
+    assert sent.uploads[0].json["allowed_mentions"] == {"parse": []}
+
+    stream = audible_span(packets_since(fake, GUILD, sent.sent_at))
+    assert stream, "no audible packet reached the voice channel"
+    assert stream[0].at < sent.uploads[0].at, "the first audio came only after the render had finished"
+    match = match_reference(stream, master, rate)
+    log.info("master %.2f s, received %.2f s, correlation %.4f at lag %d", len(master) / rate, len(stream) * 0.02,
+             match.correlation, match.lag)  # fmt: skip
+    assert match.correlation >= 0.9, match
+    assert_steady(stream, "/say")
+
+
+# 2 ---------------------------------------------------------------------------------------------------------------------
+def reference_clip(seconds: float = 2.0, rate: int = 16_000) -> bytes:
+    """A WAV the voice library accepts as a reference: a gliding tone with a little noise (float32 in [-1, 1])."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (180 + 40 * t) * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    buffer = io.BytesIO()
+    sf.write(buffer, tone.astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+async def register(narrator: Narrator, name: str, filename: str, data: bytes, *, size: int | None = None,
+                   permissions: str | None = None, user: int = ADMIN):  # fmt: skip
+    file = narrator.fake.offer_file(filename, data, size=size)
+    options = [
+        {
+            "name": "register",
+            "type": 1,
+            "options": [
+                {"name": "name", "type": 3, "value": name},
+                {"name": "sample", "type": 11, "value": file["id"]},
+                {"name": "transcript", "type": 3, "value": "hello there"},
+                {"name": "consent", "type": 5, "value": True},
+            ],
+        }
+    ]
+    extra = {} if permissions is None else {"permissions": permissions}
+    return await narrator.fake.command(GUILD, user, "voices", options, resolved={"attachments": {file["id"]: file}},
+                                       **extra)  # fmt: skip
+
+
+def final_text(sent) -> tuple[str, bool]:
+    """(the last thing the caller was told, whether only they could see it)."""
+    call = sent.replies[-1]
+    ephemeral = call.ephemeral or (sent.callback is not None and sent.callback.ephemeral)
+    return call.content, ephemeral
+
+
+async def test_voice_lock_then_say_uses_the_locked_identity(narrator: Narrator) -> None:
+    fake = narrator.fake
+    registered = await register(narrator, "Reader", "reader.wav", reference_clip())
+    await wait_until(registered.answered, 90, "the registration")
+    assert "Registered **Reader**" in final_text(registered)[0]
+
+    typing = [{"name": "lock", "type": 1, "options": [{"name": "name", "type": 3, "value": "Rea", "focused": True}]}]
+    choices = await fake.command(GUILD, MEMBER, "voice", typing, kind=4)
+    await wait_until(lambda: choices.callback, 10, "the autocomplete answer")
+    assert {"name": "Reader", "value": "Reader"} in choices.callback.json["data"]["choices"]
+
+    lock = [{"name": "lock", "type": 1, "options": [{"name": "name", "type": 3, "value": "Reader"}]}]
+    locked = await fake.command(GUILD, MEMBER, "voice", lock)
+    await wait_until(locked.answered, 10, "the lock")
+    assert "Locked" in final_text(locked)[0] and final_text(locked)[1]
+
+    sent = await narrator.say("[Calm] Hi.", user=MEMBER)
+    _, _, name = await wait_for_master(sent)
+    (voice,) = [v for v in await narrator.bot.services.voices.list(GUILD, MEMBER) if v.name == "Reader"]
+    identities = sidecar(narrator.settings, name)["identities"]
+    assert list(identities) == [f"voice-{voice.id}"], identities
+
+
+# 3 ---------------------------------------------------------------------------------------------------------------------
+async def test_voices_register_valid_corrupt_oversized_and_non_admin(narrator: Narrator) -> None:
+    valid = await register(narrator, "Reader", "reader.wav", reference_clip())
+    corrupt = await register(narrator, "Broken", "broken.wav", b"RIFF" + bytes(400))
+    oversized = await register(narrator, "Huge", "huge.wav", reference_clip(), size=10**9)
+    denied = await register(narrator, "Sneaky", "sneaky.wav", reference_clip(), permissions=NO_PERMISSIONS,
+                            user=MEMBER)  # fmt: skip
+    for sent in (valid, corrupt, oversized, denied):
+        await wait_until(sent.answered, 90, f"an answer to interaction {sent.id}")
+
+    answers = {k: final_text(s) for k, s in
+               {"valid": valid, "corrupt": corrupt, "oversized": oversized, "denied": denied}.items()}  # fmt: skip
+    log.info("register answers: %s", answers)
+    assert "Registered **Reader**" in answers["valid"][0]
+    assert "not a sound file" in answers["corrupt"][0]
+    assert "limit" in answers["oversized"][0]
+    assert "manage guild" in answers["denied"][0].lower()
+    assert all(ephemeral for _, ephemeral in answers.values()), answers
+    assert not oversized.deferred and not denied.deferred  # refused before any work
+    names = [v.name for v in await narrator.bot.services.voices.list(GUILD, ADMIN)]
+    assert names == ["Reader"]
+
+
+# 4 ---------------------------------------------------------------------------------------------------------------------
+async def test_stop_mid_stream_is_silent_within_200_ms_and_the_next_say_works(narrator: Narrator) -> None:
+    fake = narrator.fake
+    sent = await narrator.say(LONG_LINE)
+    await wait_until(lambda: sum(p.audible for p in packets_since(fake, GUILD, sent.sent_at)) >= 25, 90, "audio")
+    stop = await fake.command(GUILD, ADMIN, "stop")
+    await asyncio.sleep(1.0)
+    late = [round((p.at - stop.sent_at) * 1000) for p in packets_since(fake, GUILD, stop.sent_at) if p.audible]
+    log.info("/stop: audible packets after the command at +%s ms", late)
+    assert max(late, default=0) <= 200, late
+    await wait_until(stop.answered, 10, "the /stop answer")
+    assert "Stopped" in stop.texts[0]
+
+    after = time.monotonic()
+    again = await narrator.say("[Excited] Again!")
+    await wait_for_master(again)
+    await wait_until(lambda: any(p.audible for p in packets_since(fake, GUILD, after)), 30, "the next /say's audio")
+
+
+# 5 ---------------------------------------------------------------------------------------------------------------------
+async def test_two_guilds_at_once_both_get_their_audio(narrator: Narrator) -> None:
+    fake = narrator.fake
+    first = await narrator.say("[Calm] First guild.", guild=GUILD, user=ADMIN)
+    second = await narrator.say("[Excited] Second guild!", guild=GUILD2, user=OTHER)
+    for sent in (first, second):
+        await wait_for_master(sent)
+    for guild in (GUILD, GUILD2):
+        await wait_for_quiet(fake, guild)
+    for guild, sent in ((GUILD, first), (GUILD2, second)):
+        stream = audible_span(packets_since(fake, guild, sent.sent_at))
+        assert stream, f"guild {guild} heard nothing"
+        log.info("guild %s: first audio %.2f s after its /say", guild, stream[0].at - sent.sent_at)
+        assert stream[0].at - sent.sent_at < 30, "one guild waited far too long for its audio"
+        assert_steady(stream, f"guild {guild}")
+    assert {p.ssrc for p in fake.udp.guild_packets(GUILD)}.isdisjoint(p.ssrc for p in fake.udp.guild_packets(GUILD2))
+
+
+# 6 ---------------------------------------------------------------------------------------------------------------------
+BAD_SCRIPTS = {
+    "[Calm hello": "never closed",
+    "[] hello": "empty tag",
+    "[Pause 99s] hello": "too long",
+    "[Calm] [Pause 1s]": "nothing to say",
+    "[@Nobody] hello": "no voice called",
+    "a" * 2100: "limit",
+}
+
+
+async def test_malformed_scripts_and_unknown_voices_get_ephemeral_errors_and_nothing_is_queued(
+    narrator: Narrator,
+) -> None:
+    fake = narrator.fake
+    sent = {script: await narrator.say(script) for script in BAD_SCRIPTS}
+    unknown = await narrator.say("hello", voice="Nobody")
+    for interaction in [*sent.values(), unknown]:
+        await wait_until(interaction.answered, 20, f"an answer to interaction {interaction.id}")
+
+    for script, expected in BAD_SCRIPTS.items():
+        text, ephemeral = final_text(sent[script])
+        assert expected in text and ephemeral and not sent[script].deferred, (script[:20], text)
+    text, ephemeral = final_text(unknown)
+    assert "no voice called `nobody`" in text.lower() and ephemeral and not unknown.deferred, text
+    assert narrator.render_statuses() == []
+    assert not narrator.bot.services.queue.service_order()
+    assert fake.bot_voice_channel(GUILD) is None and not fake.udp.guild_packets(GUILD)
