@@ -312,8 +312,15 @@ class FakeDiscord:
             connection.guild_id, connection.ssrc = int(d["server_id"]), next(self._ssrcs)
             self._voice[connection.guild_id] = connection
             self.udp.register(connection.ssrc, connection.guild_id)
-            await connection.send(2, {"ssrc": connection.ssrc, "ip": "127.0.0.1", "port": self.udp.port,
-                                      "modes": ["aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize"]})
+            await connection.send(
+                2,
+                {
+                    "ssrc": connection.ssrc,
+                    "ip": "127.0.0.1",
+                    "port": self.udp.port,
+                    "modes": ["aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize"],
+                },
+            )
         elif op == 1:  # SELECT_PROTOCOL
             connection.mode, connection.key = d["data"]["mode"], os.urandom(32)
             assert connection.mode == "aead_xchacha20_poly1305_rtpsize", connection.mode

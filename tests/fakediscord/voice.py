@@ -139,7 +139,9 @@ class VoiceUdp:
         if len(data) == DISCOVERY_SIZE and data[:2] == b"\x00\x01":
             if not self.silent:
                 ssrc = struct.unpack(">I", data[4:8])[0]
-                reply = struct.pack(">HHI", 2, 70, ssrc) + addr[0].encode().ljust(64, b"\0") + struct.pack(">H", addr[1])
+                reply = (
+                    struct.pack(">HHI", 2, 70, ssrc) + addr[0].encode().ljust(64, b"\0") + struct.pack(">H", addr[1])
+                )
                 self.sock.sendto(reply, addr)
             return
         if len(data) < 12 + 16 + 4 or data[0] >> 6 != 2:
