@@ -20,7 +20,8 @@ from bot.voice_source import BYTES_PER_SECOND, PCMStreamSource
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 20.0
+CONNECT_TIMEOUT_S = 10.0  # per attempt; real Discord connects in about a second
+SETTLE_TIMEOUT_S = 10.0  # how long to let discord.py finish its own reconnect before we start a fresh one
 PLAYER_STOP_TIMEOUT_S = 1.0
 
 
@@ -43,28 +44,47 @@ class Playback:
         return voice.channel
 
     async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
-        """Be connected to `channel` (joining or moving there) with the guild's stream playing."""
+        """Be connected to `channel` (joining or moving there) with the guild's stream ready."""
         guild = channel.guild
         async with self._locks.setdefault(guild.id, asyncio.Lock()):
-            vc = guild.voice_client
-            if isinstance(vc, discord.VoiceClient) and vc.is_connected():
+            vc = await self._settled_client(guild)
+            if vc is not None and vc.is_connected():
                 if vc.channel.id != channel.id:
                     await vc.move_to(channel)
             else:
-                if vc is not None:  # a half-dead client from an earlier drop
-                    await vc.disconnect(force=True)
-                me = guild.me
-                permissions = channel.permissions_for(me) if me is not None else None
-                if permissions is not None and not (permissions.connect and permissions.speak):
-                    raise UserError(f"I need the Connect and Speak permissions in {channel.mention}.")
-                try:
-                    vc = await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)
-                except (asyncio.TimeoutError, discord.ClientException) as exc:
-                    log.warning("voice connect to %s failed: %r", channel.id, exc)
-                    raise UserError(f"I could not join {channel.mention}; try again in a moment.") from exc
+                vc = await self._join(channel, vc)
             # The player starts with the first audio, not now: a model that loads meanwhile cannot starve it.
             self._sources.setdefault(guild.id, PCMStreamSource(prebuffer_s=self.prebuffer_s))
             return vc
+
+    @staticmethod
+    async def _settled_client(guild: discord.Guild) -> discord.VoiceClient | None:
+        """The guild's voice client once discord.py's own reconnect attempt (after a drop) has ended either way."""
+        vc = guild.voice_client
+        deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+        while isinstance(vc, discord.VoiceClient) and not vc.is_connected():
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+            vc = guild.voice_client
+        return vc if isinstance(vc, discord.VoiceClient) else None
+
+    async def _join(self, channel, stale: discord.VoiceClient | None) -> discord.VoiceClient:
+        me = channel.guild.me
+        permissions = channel.permissions_for(me) if me is not None else None
+        if permissions is not None and not (permissions.connect and permissions.speak):
+            raise UserError(f"I need the Connect and Speak permissions in {channel.mention}.")
+        for attempt in (1, 2):  # a drop's late clean-up can race the first attempt; the second starts clean
+            if stale is not None:
+                await stale.disconnect(force=True)
+            try:
+                return await channel.connect(timeout=CONNECT_TIMEOUT_S, self_deaf=True)
+            except (asyncio.TimeoutError, discord.ClientException) as exc:
+                log.warning("voice connect to %s failed (attempt %d): %r", channel.id, attempt, exc)
+                stale = (
+                    channel.guild.voice_client if isinstance(channel.guild.voice_client, discord.VoiceClient) else None
+                )
+        raise UserError(f"I could not join {channel.mention}; try again in a moment.")
 
     async def leave(self, guild: discord.Guild) -> bool:
         source = self._sources.pop(guild.id, None)
