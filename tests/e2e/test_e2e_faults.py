@@ -71,6 +71,7 @@ async def test_voice_server_crash_4015_is_resumed_and_the_stream_goes_on(narrato
     await wait_until(lambda: any(op.get("op") == 7 for _, op in fake.voice_ops), 30, "a voice RESUME")
     await wait_for_master(sent)
     await hearing(fake, crashed_at + 0.1, packets=5)  # the same render was heard again after the resume
+    assert not any("lost the voice connection" in t for t in sent.texts), sent.texts  # a resume is seamless
     await say_works(narrator)
 
 
