@@ -58,7 +58,12 @@ async def test_say_streams_live_matches_the_master_and_posts_it(narrator: Narrat
 
     stream = audible_span(packets_since(fake, GUILD, sent.sent_at))
     assert stream, "no audible packet reached the voice channel"
-    assert stream[0].at < sent.uploads[0].at, "the first audio came only after the render had finished"
+    # the sidecar is written when the render finishes (before the upload): the first audio came before that
+    (sidecar_path,) = narrator.settings.outputs_dir.rglob(f"{name.rsplit('.', 1)[0]}.json")
+    finished_at = time.monotonic() - (time.time() - sidecar_path.stat().st_mtime)
+    log.info("first audio %.2f s after /say, render finished %.2f s after", stream[0].at - sent.sent_at,
+             finished_at - sent.sent_at)  # fmt: skip
+    assert stream[0].at < finished_at, "the first audio came only after the render had finished"
     match = match_reference(stream, master, rate)
     log.info("master %.2f s, received %.2f s, correlation %.4f at lag %d", len(master) / rate, len(stream) * 0.02,
              match.correlation, match.lag)  # fmt: skip
@@ -177,12 +182,15 @@ async def test_two_guilds_at_once_both_get_their_audio(narrator: Narrator) -> No
         await wait_for_master(sent)
     for guild in (GUILD, GUILD2):
         await wait_for_quiet(fake, guild)
+    streams = {}
     for guild, sent in ((GUILD, first), (GUILD2, second)):
-        stream = audible_span(packets_since(fake, guild, sent.sent_at))
+        stream = streams[guild] = audible_span(packets_since(fake, guild, sent.sent_at))
         assert stream, f"guild {guild} heard nothing"
-        log.info("guild %s: first audio %.2f s after its /say", guild, stream[0].at - sent.sent_at)
-        assert stream[0].at - sent.sent_at < 30, "one guild waited far too long for its audio"
+        log.info("guild %s: audio from %.2f s to %.2f s after its /say", guild, stream[0].at - sent.sent_at,
+                 stream[-1].at - sent.sent_at)  # fmt: skip
         assert_steady(stream, f"guild {guild}")
+    # neither starves: the two guilds were heard at the same time (the second did not wait for the first to end)
+    assert streams[GUILD2][0].at < streams[GUILD][-1].at and streams[GUILD][0].at < streams[GUILD2][-1].at
     assert {p.ssrc for p in fake.udp.guild_packets(GUILD)}.isdisjoint(p.ssrc for p in fake.udp.guild_packets(GUILD2))
 
 
