@@ -37,7 +37,8 @@ LONG_LINE = "This line keeps the narrator talking for a good while. " * 2  # abo
 def assert_steady(packets, label: str) -> None:
     """Inter-packet gap p99 <= 25 ms over the stream and no catch-up bursts (runs of back-to-back packets)."""
     timing = cadence(packets)
-    log.info("%s: %d packets, gap p99 %.1f ms, longest %.1f ms, bursts %d", label, len(packets), timing.p99,
+    spread = np.percentile(timing.gaps_ms, [1, 50, 95, 99]).round(1).tolist()
+    log.info("%s: %d packets, gap p1/p50/p95/p99 %s ms, longest %.1f ms, bursts %d", label, len(packets), spread,
              timing.longest, timing.bursts())  # fmt: skip
     assert timing.p99 <= 25.0, f"{label}: gap p99 {timing.p99:.1f} ms (longest {timing.longest:.1f} ms)"
     assert timing.bursts() == 0, f"{label}: {timing.bursts()} bursts of back-to-back packets"
@@ -55,6 +56,9 @@ async def test_say_streams_live_matches_the_master_and_posts_it(narrator: Narrat
     assert any("segment" in text for text in progress), progress
     assert name.endswith(".wav") and rate == 24_000 and len(master) > rate // 2
     assert sent.uploads[0].json["allowed_mentions"] == {"parse": []}
+    segments = sidecar(narrator.settings, name)["segments"]
+    assert [seg["kind"] for seg in segments] == ["speech", "pause", "speech", "speech"], segments
+    assert abs(segments[1]["seconds"] - 0.4) < 0.05 and all(seg["seconds"] > 0 for seg in segments)
 
     stream = audible_span(packets_since(fake, GUILD, sent.sent_at))
     assert stream, "no audible packet reached the voice channel"
