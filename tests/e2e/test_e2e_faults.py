@@ -85,11 +85,7 @@ async def test_unresponsive_voice_server_tells_the_user_and_keeps_serving(narrat
 
     await wait_until(lambda: any("lost the voice connection" in t for t in sent.texts), 30, "the user to be told")
     await wait_for_master(sent)  # the recording is still posted
-    # discord.py tries to resume for its connect timeout (20 s) before it gives the connection up; a /say sent
-    # meanwhile races that attempt (see the report), so the next /say comes once the bot has left voice
-    guild = narrator.bot.get_guild(GUILD)
-    await wait_until(lambda: guild.voice_client is None, 40, "discord.py to give up the dead voice connection")
-    fake.fault_voice_silent(False)
+    fake.fault_voice_silent(False)  # the server is back while discord.py may still be trying to resume
     await say_works(narrator)
 
 
