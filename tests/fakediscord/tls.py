@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class TestCertificate:
+class SelfSignedCertificate:
     cert_path: Path
     key_path: Path
 
@@ -25,7 +25,7 @@ class TestCertificate:
         return ssl.create_default_context(cafile=str(self.cert_path))
 
 
-def make_certificate(folder: Path, days: int = 2) -> TestCertificate:
+def make_certificate(folder: Path, days: int = 2) -> SelfSignedCertificate:
     """Write `cert.pem` + `key.pem` (EC P-256, SAN IP:127.0.0.1, valid from yesterday for `days` days) into `folder`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -48,7 +48,7 @@ def make_certificate(folder: Path, days: int = 2) -> TestCertificate:
     )
     cert = builder.sign(key, hashes.SHA256())
     folder.mkdir(parents=True, exist_ok=True)
-    paths = TestCertificate(folder / "cert.pem", folder / "key.pem")
+    paths = SelfSignedCertificate(folder / "cert.pem", folder / "key.pem")
     paths.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
