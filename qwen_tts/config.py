@@ -25,7 +25,7 @@ _REQUIRED_CODEC_IDS = (
 )  # fmt: skip
 
 
-def _split_known(cls: type, data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_known_keys(cls: type, data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``data`` into the dataclass fields of ``cls`` and the rest (kept in ``extra``, logged at debug level)."""
     names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
     known = {k: v for k, v in data.items() if k in names}
@@ -35,7 +35,8 @@ def _split_known(cls: type, data: dict[str, Any], where: str) -> tuple[dict[str,
     return known, extra
 
 
-def _plain_dict(obj: Any) -> dict[str, Any]:
+def dataclass_to_dict(obj: Any) -> dict[str, Any]:
+    """Fields of a config dataclass (nested configs through their ``to_dict``), then its ``extra`` keys."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         if f.name == "extra":
@@ -72,7 +73,7 @@ class _Transformer:
         return self.head_dim if self.head_dim else self.hidden_size // self.num_attention_heads
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(self)
+        return dataclass_to_dict(self)
 
     def validate(self, where: str) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -92,7 +93,7 @@ class CodePredictorConfig(_Transformer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodePredictorConfig:
-        known, extra = _split_known(cls, data, "code_predictor_config")
+        known, extra = split_known_keys(cls, data, "code_predictor_config")
         cfg = cls(**known, extra=extra)
         cfg.validate("code_predictor_config")
         return cfg
@@ -122,7 +123,7 @@ class TalkerConfig(_Transformer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TalkerConfig:
-        known, extra = _split_known(cls, data, "talker_config")
+        known, extra = split_known_keys(cls, data, "talker_config")
         known["code_predictor_config"] = CodePredictorConfig.from_dict(dict(known.get("code_predictor_config") or {}))
         for key in ("spk_id", "spk_is_dialect", "codec_language_id"):
             known[key] = {str(k).lower(): _first(v) for k, v in dict(known.get(key) or {}).items()}
@@ -173,11 +174,11 @@ class SpeakerEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpeakerEncoderConfig:
-        known, extra = _split_known(cls, data, "speaker_encoder_config")
+        known, extra = split_known_keys(cls, data, "speaker_encoder_config")
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(self)
+        return dataclass_to_dict(self)
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Qwen3TTSConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Qwen3TTSConfig:
-        known, extra = _split_known(cls, data, "config.json")
+        known, extra = split_known_keys(cls, data, "config.json")
         if "talker_config" not in known:
             raise ValueError("config.json has no talker_config: is this a Qwen3-TTS checkpoint folder?")
         known["talker_config"] = TalkerConfig.from_dict(dict(known["talker_config"]))
@@ -231,7 +232,7 @@ class Qwen3TTSConfig:
         return not (self.tts_model_type == "custom_voice" and self.tts_model_size in "0b6")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(self)
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Qwen3TTSConfig:

@@ -2,33 +2,21 @@
 
 The official file nests a transformers ``MimiConfig`` dict under ``encoder_config`` (we keep it as a plain dict and hand
 it to ``MimiConfig`` only when the encoder is built) and the decoder's own settings under ``decoder_config``.
-Unknown keys are kept (so a round trip writes them back) and logged once.
+Unknown keys are kept (so a round trip writes them back) and logged.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from qwen_tts.config import dataclass_to_dict, split_known_keys
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 1920
 NUM_CODE_GROUPS = 16
-
-
-def _split_known(cls: type, data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``data`` into the dataclass fields of ``cls`` and the rest (logged, kept in ``extra``)."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-    known = {k: v for k, v in data.items() if k in names}
-    extra = {k: v for k, v in data.items() if k not in names}
-    if extra:
-        log.info("%s: keeping unknown keys %s", where, sorted(extra))
-    return known, extra
 
 
 @dataclass
@@ -86,13 +74,11 @@ class CodecDecoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecDecoderConfig:
-        known, extra = _split_known(cls, data, "decoder_config")
+        known, extra = split_known_keys(cls, data, "decoder_config")
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        out.update(self.extra)
-        return out
+        return dataclass_to_dict(self)
 
 
 @dataclass
@@ -132,17 +118,13 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        known, extra = _split_known(cls, data, "speech_tokenizer config")
+        known, extra = split_known_keys(cls, data, "speech_tokenizer config")
         known["decoder_config"] = CodecDecoderConfig.from_dict(known.get("decoder_config") or {})
         known["encoder_config"] = dict(known.get("encoder_config") or {})
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        out["decoder_config"] = self.decoder_config.to_dict()
-        out["encoder_config"] = dict(self.encoder_config)
-        out.update(self.extra)
-        return out
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_json(cls, path: str | Path) -> CodecConfig:
