@@ -49,3 +49,18 @@ def tiny_voice_design(tiny_factory):
 @pytest.fixture(scope="session")
 def tiny_base(tiny_factory):
     return tiny_factory("base")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch limited to one intra-op thread for a test module, the caller's setting restored after it.
+
+    Tiny models: extra threads only add wake-up latency (and fight the other test workers for 2 cores).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

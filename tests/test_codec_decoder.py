@@ -16,9 +16,11 @@ SPF = 1920
 STREAM_ATOL = 1e-5
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def codec(tmp_path_factory: pytest.TempPathFactory) -> Codec:
-    torch.set_num_threads(1)
     folder = write_tiny_codec(tmp_path_factory.mktemp("ckpt") / "speech_tokenizer")
     return Codec.from_pretrained(folder.parent, load_encoder=False)
 

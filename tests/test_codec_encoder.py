@@ -13,9 +13,11 @@ from qwen_tts.codec.tiny import write_tiny_codec
 SR = 24_000
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def codec(tmp_path_factory: pytest.TempPathFactory) -> Codec:
-    torch.set_num_threads(1)
     return Codec.from_pretrained(write_tiny_codec(tmp_path_factory.mktemp("ckpt") / "speech_tokenizer"))
 
 

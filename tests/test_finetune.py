@@ -19,12 +19,7 @@ from qwen_tts.tokenizer import TextTokenizer
 TEXTS = ["hello world", "once upon a time the dragon", "the narrator said"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tone(path: Path, seconds: float, freq: float, seed: int) -> Path:

@@ -9,14 +9,7 @@ from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
 from qwen_tts.fast import FastStepper, pack
 from qwen_tts.generate import Stepper, generate_frames
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add wake-up latency (and fight the other test workers for 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ import torch
 from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
 from qwen_tts.generate import generate_frames, prefill_logits, reference_greedy_codes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add wake-up latency (and fight the other test workers for 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 GREEDY = SamplingParams.greedy()
@@ -26,7 +19,6 @@ GREEDY = SamplingParams.greedy()
 
 @pytest.fixture(scope="module")
 def cv(tiny_custom_voice):
-    torch.set_num_threads(1)
     return QwenTTS.from_pretrained(tiny_custom_voice)
 
 

@@ -14,14 +14,7 @@ from qwen_tts.config import Qwen3TTSConfig
 from qwen_tts.loading import CheckpointError, load_model, resolve_checkpoint, save_model
 from qwen_tts.tiny import write_tiny_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add wake-up latency (and fight the other test workers for 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_config_round_trip_keeps_every_key(tiny_custom_voice):

@@ -9,14 +9,7 @@ from qwen_tts.loading import load_model
 from qwen_tts.prompt import SPEAKER, build_layout, embed_layout, embed_layouts
 from qwen_tts.tokenizer import TextTokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add wake-up latency (and fight the other test workers for 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Real codec ids (the tiny checkpoints keep them); tiny text ids: tts pad 3, bos 4, eos 5.

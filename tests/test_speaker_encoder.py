@@ -18,9 +18,11 @@ TINY = SimpleNamespace(
 )  # fmt: skip
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def encoder() -> SpeakerEncoder:
-    torch.set_num_threads(1)
     return init_tiny_weights(SpeakerEncoder(TINY), seed=3).eval()
 
 
