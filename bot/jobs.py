@@ -44,6 +44,7 @@ class Job:
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     on_start: Callable[[Job], None] | None = None  # runs on the loop when a worker picks the job up
+    predicted_s: float | None = None  # Smart ETA: predicted compute seconds of `work`; None = unknown
 
     @property
     def cancelled(self) -> bool:
@@ -158,6 +159,22 @@ class JobQueue:
         """1-based place in the service order; 0 once it runs or ended."""
         order = self.service_order()
         return order.index(job) + 1 if job in order else 0
+
+    def wait_seconds(self, job: Job, workers: int = 1, now: float | None = None) -> float | None:
+        """Predicted seconds until `job` starts: what is left of the running jobs' predictions plus the predictions
+        of the jobs ahead of it in service order, shared over `workers` (exact for one worker, an even-share estimate
+        for several). 0.0 once it runs or ended; None when a job counted has no prediction (e.g. a voice design)."""
+        order = self.service_order()
+        if job not in order:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        total = 0.0
+        for other in [*self._running.values(), *order[: order.index(job)]]:
+            if other.predicted_s is None:
+                return None
+            elapsed = now - other.started_at if other.started_at is not None else 0.0
+            total += max(0.0, other.predicted_s - elapsed)
+        return total / max(1, workers)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._by_guild.values())

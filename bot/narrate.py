@@ -3,6 +3,7 @@ imports it. Services see four calls and three event types:
 
 - `await plan(script, max_chars, voice, resolve)` -> Plan: parse the script (ScriptError -> UserError naming the
   position) and resolve every identity it needs (`voice` for the narrator, `resolve(name)` for `[@name]`).
+- `predict_seconds(worker, settings, plan)` -> float: Smart ETA before queueing (compute seconds of the render).
 - `render(worker, settings, plan, cancel_event)`: async iterator of `Chunk` (24 kHz float32 audio, yielded while
   frames are generated), `Progress` (segment k of n, elapsed, ETA) and one final `Finished` (master path, seconds).
 - `await clone(worker, settings, audio, sr, transcript, name)` / `await design(worker, settings, description, name)`
@@ -118,6 +119,12 @@ def narrator_for(worker: InferenceWorker, settings: Settings):
         )
         worker.engines["narrator"] = narrator
     return narrator
+
+
+def predict_seconds(worker: InferenceWorker, settings: Settings, plan: Plan) -> float:
+    """Predicted compute seconds of rendering `plan` on `worker` (the stored speed of its model and device; loads no
+    checkpoint, reads the small ETA file once)."""
+    return float(narrator_for(worker, settings).predict_seconds(plan.script))
 
 
 def identity_of(voice: repo.Voice, settings: Settings):

@@ -1,9 +1,10 @@
 """The /say service: validate a script, queue a render job, stream its audio into voice, post the master.
 
 The way of one /say (ARCHITECTURE.md): `prepare` parses and resolves voices before anything is deferred (so bad
-input gets an ephemeral reply and nothing is queued); `submit` records the render, joins voice and queues the job;
-the job (on an inference worker) drives the narration engine and fans each 24 kHz chunk out to the guild's voice
-stream (resampled once) while the engine writes the master; `_follow` reports the outcome.
+input gets an ephemeral reply and nothing is queued); `submit` joins voice, records the render and queues the job
+with its Smart ETA (`Narrator.predict_seconds`, told to a user who must wait); the job (on an inference worker)
+drives the narration engine and fans each 24 kHz chunk out to the guild's voice stream (resampled once) while the
+engine writes the master; `_follow` reports the outcome.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bot import narrate
 from bot.errors import NotAllowed, QueueFull, UserError
 from bot.jobs import Job
 from bot.masters import attachment_for
-from bot.reporting import Reporter, progress_line
+from bot.reporting import Reporter, progress_line, queued_line, starting_line
 from bot.voice_source import StereoUpsampler
 from db import repo
 
@@ -90,8 +91,13 @@ class RenderService:
     async def submit(
         self, request: SayRequest, voice_channel: discord.VoiceChannel | discord.StageChannel, reporter: Reporter
     ) -> tuple[Job, int]:
-        """Join voice, record the render and queue it; returns the job and its 1-based queue position."""
+        """Join voice, then `enqueue`; returns the job and its 1-based queue position."""
         await self.services.playback.connect(voice_channel)
+        return await self.enqueue(request, reporter)
+
+    async def enqueue(self, request: SayRequest, reporter: Reporter) -> tuple[Job, int]:
+        """Record the render and queue it with its Smart ETA; a render that must wait is told its position, when it
+        starts and how long it takes (`queued_line`). Returns the job and its 1-based queue position."""
         async with self.services.db.sessions.begin() as s:
             row = await repo.add_render(
                 s,
@@ -107,6 +113,7 @@ class RenderService:
             request.user_id,
             lambda job, worker: self._render(job, worker, request, reporter),
             label=f"render #{row.id}",
+            predicted_s=self.predict_seconds(request),
         )
         job.on_start = lambda job: self._started(job, reporter)
         try:
@@ -116,9 +123,19 @@ class RenderService:
             raise
         self._waiting[job.id] = (job, reporter)
         if position > 1 or self._all_workers_busy():
-            await reporter.status(f"Queued, position {position}.")
+            await reporter.status(self.queued_text(job, position))
         self._spawn(self._follow(job, request, reporter))
         return job, position
+
+    def predict_seconds(self, request: SayRequest) -> float:
+        """Predicted compute seconds of this render (Smart ETA: text length and the measured speed of the model on
+        the first worker's device; every render is predicted on the same worker, so the sums stay comparable)."""
+        return narrate.predict_seconds(self.services.workers[0], self.settings, request.plan)
+
+    def queued_text(self, job: Job, position: int) -> str:
+        """'Queued, position 3 — starts in about 40 s, takes about 12 s.' from the predictions of the jobs ahead."""
+        wait_s = self.services.queue.wait_seconds(job, workers=len(self.services.workers))
+        return queued_line(position, wait_s, job.predicted_s)
 
     async def drain(self, timeout: float) -> None:
         """Let the outcome reports of just-cancelled renders go out (at shutdown, before the session closes)."""
@@ -128,11 +145,11 @@ class RenderService:
     def _started(self, job: Job, reporter: Reporter) -> None:
         """A job left the queue: tell it, and tell every render still waiting its new position."""
         self._waiting.pop(job.id, None)
-        self._spawn(reporter.status("Starting…"))
+        self._spawn(reporter.status(starting_line(job.predicted_s)))
         for waiting, their_reporter in list(self._waiting.values()):
             position = self.services.queue.position(waiting)
             if position:
-                self._spawn(their_reporter.status(f"Queued, position {position}."))
+                self._spawn(their_reporter.status(self.queued_text(waiting, position)))
 
     def _all_workers_busy(self) -> bool:
         return all(w.current is not None for w in self.services.workers)

@@ -39,6 +39,26 @@ def progress_line(segment: int, total: int, elapsed_s: float, eta_s: float | Non
     return " · ".join(parts)
 
 
+def queued_line(position: int, wait_s: float | None, own_s: float | None) -> str:
+    """'Queued, position 3 — starts in about 40 s, takes about 12 s.' (the parts with an unknown time left out)."""
+    parts = [f"starts in about {about(wait_s)}" if wait_s is not None else None,
+             f"takes about {about(own_s)}" if own_s is not None else None]  # fmt: skip
+    times = ", ".join(p for p in parts if p)
+    return f"Queued, position {position}" + (f" — {times}." if times else ".")
+
+
+def starting_line(own_s: float | None) -> str:
+    """'Starting… takes about 12 s.' (just 'Starting…' when the time is unknown)."""
+    return "Starting…" if own_s is None else f"Starting… takes about {about(own_s)}."
+
+
+def about(seconds: float) -> str:
+    """A rough duration for people: '12 s' (at least 1 s) below 90 s, else '3 min'."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
+
+
 class InteractionReporter:
     def __init__(self, interaction: discord.Interaction) -> None:
         self.interaction = interaction
