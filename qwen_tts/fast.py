@@ -178,21 +178,27 @@ class FastStepper(Stepper):
     def __init__(self, model, inputs, cache_len: int):
         super().__init__(model, inputs, cache_len)
         self.packed = pack(model)
-        steps = len(self.packed.heads)
-        self.cp_cache = SlicedCache(self.cp_cache, [(0, 2)] + [(j, 1) for j in range(2, steps + 1)])
+        # Predictor step j writes its inputs at these (start slot, length): past_hidden + C(c0) first, then one code.
+        ranges = [(0, 2)] + [(j, 1) for j in range(2, len(self.packed.heads) + 1)]
+        self.cp_cache = SlicedCache(self.cp_cache, ranges)
         weight = self.packed.codec_table
-        self.cp_rope = [self.packed.predictor.rope(None, 0, 2, weight.device, weight.dtype)]
-        self.cp_rope += [self.packed.predictor.rope(None, j, 1, weight.device, weight.dtype) for j in range(2, 16)]
+        self.cp_rope = [self.packed.predictor.rope(None, start, n, weight.device, weight.dtype) for start, n in ranges]
 
     def predict(self, past_hidden, c0, params: SamplingParams, gen):
-        p, greedy = self.packed, params.subtalker_greedy
-        stack, cache = p.predictor, self.cp_cache
+        if params.subtalker_greedy:
+            return self.predict_codes(past_hidden, c0, lambda logits, j: logits.argmax(dim=-1))
+        return self.predict_codes(
+            past_hidden, c0, lambda logits, j: choose(subtalker_scores(logits, params), False, gen)
+        )
+
+    def predict_codes(self, past_hidden: torch.Tensor, c0: torch.Tensor, pick) -> torch.Tensor:
+        """(B, H), (B,) -> codes (B, 16); ``pick(logits (B, V), j)`` -> (B,) chooses codebook j + 1."""
+        p = self.packed
         x = p.project(torch.stack((past_hidden, F.embedding(c0, p.c0_table)), dim=1))
         codes = [c0]
         for j in range(len(p.heads)):
-            h = stack.forward(x, self.cp_rope[j], None, cache, 0 if j == 0 else j + 1)
-            logits = F.linear(h[:, -1], p.heads[j])
-            code = logits.argmax(dim=-1) if greedy else choose(subtalker_scores(logits, params), False, gen)
+            h = p.predictor.forward(x, self.cp_rope[j], None, self.cp_cache, 0 if j == 0 else j + 1)
+            code = pick(F.linear(h[:, -1], p.heads[j]), j)
             codes.append(code)
             if j + 1 < len(p.heads):
                 x = p.project(F.embedding(code, p.cp_tables[j])[:, None])

@@ -73,20 +73,12 @@ class StaticStepper(FastStepper):
 
     def predict_static(self, past_hidden: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
         """(B, H), (B,) -> codes (B, 16); sub-talker draws use ``self.u``."""
-        p, params = self.packed, self.params
-        x = p.project(torch.stack((past_hidden, F.embedding(c0, p.c0_table)), dim=1))
-        codes = [c0]
-        for j in range(len(p.heads)):
-            h = p.predictor.forward(x, self.cp_rope[j], None, self.cp_cache, 0 if j == 0 else j + 1)
-            logits = F.linear(h[:, -1], p.heads[j])
-            if params.subtalker_greedy:
-                code = logits.argmax(dim=-1)
-            else:
-                code = sample_with_uniform(subtalker_scores(logits, params), self.u[:, j])
-            codes.append(code)
-            if j + 1 < len(p.heads):
-                x = p.project(F.embedding(code, p.cp_tables[j])[:, None])
-        return torch.stack(codes, dim=1)
+        params = self.params
+        if params.subtalker_greedy:
+            return self.predict_codes(past_hidden, c0, lambda logits, j: logits.argmax(dim=-1))
+        return self.predict_codes(
+            past_hidden, c0, lambda logits, j: sample_with_uniform(subtalker_scores(logits, params), self.u[:, j])
+        )
 
     def talker_static(self, codes: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """codes (B, 16), text (B, H) at ``self.slot`` / ``self.positions`` -> (logits (B, V), hidden (B, H))."""
