@@ -39,7 +39,8 @@ class Bounds:
     max_seconds: float = 30.0
 
 
-def _resolve(value: str, base: Path) -> Path:
+def resolve_record_path(value: str, base: Path) -> Path:
+    """A path from a JSONL line: taken as given if it exists or is absolute, else relative to ``base`` (its folder)."""
     path = Path(value).expanduser()
     return path if path.exists() or path.is_absolute() else base / path
 
@@ -51,7 +52,7 @@ def _check_audio(record: dict[str, Any], key: str, base: Path, bounds: Bounds) -
     value = record.get(key)
     if not isinstance(value, str) or not value:
         return f"'{key}' is missing (give the path of a sound file)"
-    path = _resolve(value, base)
+    path = resolve_record_path(value, base)
     if not path.is_file():
         return f"{key} {value!r} does not exist"
     try:
@@ -112,7 +113,7 @@ def encode_records(records: list[dict[str, Any]], codec, base: Path, batch_size:
         chunk = records[start : start + batch_size]
         waves = []
         for rec in chunk:
-            audio, sr = load_audio(_resolve(rec["audio"], base), max_seconds=None)
+            audio, sr = load_audio(resolve_record_path(rec["audio"], base), max_seconds=None)
             waves.append(resample(audio, sr, rate))
         for rec, codes in zip(chunk, codec.encode_batch(waves, rate), strict=True):
             out.append({**rec, "audio_codes": codes.tolist()})

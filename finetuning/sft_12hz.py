@@ -32,6 +32,7 @@ from finetuning.checkpoint import (
 from finetuning.config import SFTConfig
 from finetuning.data import SFTDataset, collate, read_jsonl
 from finetuning.logs import CSV_NAME, PNG_NAME, TrainingLog, write_loss_curve
+from finetuning.prepare_data import resolve_record_path
 from finetuning.train import Trainer, resolve_device
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,12 @@ def load_base_model(path: str, device: torch.device):
     return model
 
 
-def resolve_path(value: str, base: Path) -> Path:
-    """Paths in the JSONL are taken as given, else relative to the JSONL's folder."""
-    path = Path(value).expanduser()
-    return path if path.exists() or path.is_absolute() else base / path
-
-
 def reference_speaker_vector(model, records: list[dict], jsonl_dir: Path) -> torch.Tensor:
     """Mean x-vector (H,) float32 of the distinct ``ref_audio`` files of the records."""
     from qwen_tts.audio import load_audio
     from qwen_tts.speaker_encoder import speaker_embedding
 
-    refs = sorted({str(resolve_path(r["ref_audio"], jsonl_dir)) for r in records if r.get("ref_audio")})
+    refs = sorted({str(resolve_record_path(r["ref_audio"], jsonl_dir)) for r in records if r.get("ref_audio")})
     if not refs:
         raise ValueError("no record has 'ref_audio': give a reference clip of the speaker (the same for every line)")
     vectors = []
