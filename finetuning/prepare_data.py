@@ -13,9 +13,11 @@ output line is the input line plus ``audio_codes``: a list of frames of 16 ints 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,21 +47,30 @@ def resolve_record_path(value: str, base: Path) -> Path:
     return path if path.exists() or path.is_absolute() else base / path
 
 
-def _check_audio(record: dict[str, Any], key: str, base: Path, bounds: Bounds) -> str | None:
-    """None if record[key] is a readable clip within the duration bounds, else the problem."""
+def _clip_seconds(path: Path) -> float | str:
+    """Duration of a sound file in seconds, or why it does not decode."""
     from qwen_tts.audio import AudioError, load_audio
 
+    try:
+        audio, sr = load_audio(path, max_seconds=None)
+    except AudioError as exc:
+        return str(exc)
+    return audio.shape[0] / sr
+
+
+def _check_audio(
+    record: dict[str, Any], key: str, base: Path, bounds: Bounds, seconds_of: Callable[[Path], float | str]
+) -> str | None:
+    """None if record[key] is a readable clip within the duration bounds, else the problem."""
     value = record.get(key)
     if not isinstance(value, str) or not value:
         return f"'{key}' is missing (give the path of a sound file)"
     path = resolve_record_path(value, base)
     if not path.is_file():
         return f"{key} {value!r} does not exist"
-    try:
-        audio, sr = load_audio(path, max_seconds=None)
-    except AudioError as exc:
-        return f"{key} {value!r}: {exc}"
-    seconds = audio.shape[0] / sr
+    seconds = seconds_of(path)
+    if isinstance(seconds, str):
+        return f"{key} {value!r}: {seconds}"
     if not bounds.min_seconds <= seconds <= bounds.max_seconds:
         return f"{key} {value!r} lasts {seconds:.2f} s, allowed {bounds.min_seconds:g}..{bounds.max_seconds:g} s"
     return None
@@ -71,6 +82,7 @@ def validate_records(path: str | Path, bounds: Bounds) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(path, [f"{path} does not exist"])
     base, problems, records = path.parent, [], []
+    seconds_of = functools.cache(_clip_seconds)  # every line names the same ref_audio clip: decode it once
     for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -85,7 +97,11 @@ def validate_records(path: str | Path, bounds: Bounds) -> list[dict[str, Any]]:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             problems.append(f"line {no}: 'text' must be a non-empty transcript, got {text!r}")
-        problems += [f"line {no}: {p}" for k in ("audio", "ref_audio") if (p := _check_audio(record, k, base, bounds))]
+        problems += [
+            f"line {no}: {p}"
+            for k in ("audio", "ref_audio")
+            if (p := _check_audio(record, k, base, bounds, seconds_of))
+        ]
         records.append(record)
     if not records and not problems:
         problems.append("no records (the file is empty)")
