@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +19,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -53,25 +57,21 @@ async def current_async(engine: AsyncEngine) -> str | None:
 
 
 def upgrade(url: str) -> None:
-    from db.engine import create_engine
-
-    async def go() -> None:
-        engine = create_engine(url)
-        try:
-            await upgrade_async(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    _on_fresh_engine(url, upgrade_async)
 
 
 def current(url: str) -> str | None:
+    return _on_fresh_engine(url, current_async)
+
+
+def _on_fresh_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Blocking: ``await work(engine)`` on a new engine for ``url``, disposed of afterwards."""
     from db.engine import create_engine
 
-    async def go() -> str | None:
+    async def go() -> T:
         engine = create_engine(url)
         try:
-            return await current_async(engine)
+            return await work(engine)
         finally:
             await engine.dispose()
 
