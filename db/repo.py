@@ -163,7 +163,7 @@ async def library_voice(session: AsyncSession, guild_id: int, name: str) -> Voic
 
 
 async def remove_voice(session: AsyncSession, voice_id: int) -> bool:
-    result = await session.execute(delete(LockRow).where(LockRow.voice_id == voice_id))
+    await session.execute(delete(LockRow).where(LockRow.voice_id == voice_id))
     result = await session.execute(delete(VoiceRow).where(VoiceRow.id == voice_id))
     return result.rowcount > 0
 
