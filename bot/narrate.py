@@ -105,7 +105,7 @@ def narrator_for(worker: InferenceWorker, settings: Settings):
     """This worker's `Narrator` (and its `LocalEngine`), built on first use; checkpoints load lazily inside."""
     narrator = worker.engines.get("narrator")
     if narrator is None:
-        from bot.narration import LocalEngine, Narrator
+        from bot.narration import DriftGuard, LocalEngine, Narrator
 
         engine = LocalEngine(
             settings.custom_voice_model,
@@ -115,7 +115,11 @@ def narrator_for(worker: InferenceWorker, settings: Settings):
             dtype=settings.dtype,
         )
         narrator = Narrator(
-            engine, outputs_dir=settings.outputs_dir, compute=worker.compute, eta_path=settings.data_dir / "eta.json"
+            engine,
+            outputs_dir=settings.outputs_dir,
+            compute=worker.compute,
+            eta_path=settings.data_dir / "eta.json",
+            guard=DriftGuard(**settings.drift_guard_options()),
         )
         worker.engines["narrator"] = narrator
     return narrator

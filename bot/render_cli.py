@@ -52,7 +52,7 @@ def build_narrator(args: argparse.Namespace, settings: Settings):
         device=settings.device,
         dtype=settings.dtype,
     )
-    guard = DriftGuard(enabled=base is not None)
+    guard = DriftGuard(**settings.drift_guard_options(), enabled=base is not None)
     return Narrator(engine, outputs_dir=settings.outputs_dir, eta_path=settings.data_dir / "eta.json", guard=guard)
 
 

@@ -5,6 +5,7 @@ Every variable is documented in the README's configuration table; keep the two i
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,6 +13,10 @@ from pathlib import Path
 DEFAULT_CUSTOM_VOICE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
 DEFAULT_VOICE_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+# The drift guard's defaults (bot.narration.identity.DriftGuard has the same; a test keeps them in step).
+DEFAULT_DRIFT_THRESHOLD = 0.5
+DEFAULT_DRIFT_RETRIES = 2
+DEFAULT_DRIFT_PROBE_SECONDS = 1.5
 
 
 class SettingsError(ValueError):
@@ -84,10 +89,32 @@ class Settings:
     job_timeout_s: float = 600.0
     max_reference_seconds: float = 60.0
     max_upload_bytes: int = 25 * 1024 * 1024
+    drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
+    drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
+    drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played
 
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{self.data_dir / 'narrator.db'}")
+        self._check_drift_guard()
+
+    def _check_drift_guard(self) -> None:
+        # Checked here, not only in DriftGuard, so a bad value stops `narrator run` at start with the variable's name.
+        if not -1.0 <= self.drift_threshold <= 1.01:
+            raise SettingsError(
+                f"NARRATOR_DRIFT_THRESHOLD must be a cosine similarity between -1 and 1 (e.g. 0.5; -1 never "
+                f"re-samples, 1.01 re-samples every guarded segment), got {self.drift_threshold!r}"
+            )
+        if isinstance(self.drift_retries, bool) or not isinstance(self.drift_retries, int) or self.drift_retries < 0:
+            raise SettingsError(
+                f"NARRATOR_DRIFT_RETRIES must be a whole number >= 0 (0 keeps the first attempt), got "
+                f"{self.drift_retries!r}"
+            )
+        if not (math.isfinite(self.drift_probe_seconds) and self.drift_probe_seconds >= 0):
+            raise SettingsError(
+                f"NARRATOR_DRIFT_PROBE_SECONDS must be a number of seconds >= 0 (e.g. 1.5; 0 scores only whole "
+                f"segments and never re-samples), got {self.drift_probe_seconds!r}"
+            )
 
     @classmethod
     def from_env(cls, env_file: str | os.PathLike[str] | None = ".env") -> Settings:
@@ -116,7 +143,18 @@ class Settings:
             job_timeout_s=_env_float("NARRATOR_JOB_TIMEOUT_S", 600.0),
             max_reference_seconds=_env_float("NARRATOR_MAX_REFERENCE_SECONDS", 60.0),
             max_upload_bytes=_env_int("NARRATOR_MAX_UPLOAD_BYTES", 25 * 1024 * 1024),
+            drift_threshold=_env_float("NARRATOR_DRIFT_THRESHOLD", DEFAULT_DRIFT_THRESHOLD),
+            drift_retries=_env_int("NARRATOR_DRIFT_RETRIES", DEFAULT_DRIFT_RETRIES),
+            drift_probe_seconds=_env_float("NARRATOR_DRIFT_PROBE_SECONDS", DEFAULT_DRIFT_PROBE_SECONDS),
         )
+
+    def drift_guard_options(self) -> dict[str, float | int]:
+        """Keyword arguments of `bot.narration.DriftGuard` (NARRATOR_DRIFT_THRESHOLD / _RETRIES / _PROBE_SECONDS)."""
+        return {
+            "threshold": self.drift_threshold,
+            "max_retries": self.drift_retries,
+            "probe_seconds": self.drift_probe_seconds,
+        }
 
     def require_token(self) -> str:
         if not self.discord_token:
