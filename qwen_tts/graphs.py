@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from qwen_tts.fast import FastStepper, pack
-from qwen_tts.sampling import SamplingParams, subtalker_scores
+from qwen_tts.sampling import SamplingParams, sample_with_uniform, subtalker_scores
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ def cache_bucket(needed: int, limit: int) -> int:
     while size < needed:
         size *= 2
     return min(size, limit)
-
-
-def sample_with_uniform(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """scores (B, V), u (B,) in [0, 1) -> (B,) ids: the same inverse-CDF draw as ``sampling.choose``."""
-    cdf = scores.softmax(dim=-1).cumsum(dim=-1)
-    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
 class StaticStepper(FastStepper):

@@ -133,14 +133,19 @@ def subtalker_scores(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
 
 
 def choose(scores: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) processed scores -> (B,) token ids: argmax, or one draw from their softmax.
-
-    The draw inverts the CDF with one uniform number per row (``torch.multinomial`` costs ~5x more on CPU for a
-    single draw); zero-probability tokens are never picked because ``right=True`` skips empty intervals.
-    """
+    """(B, V) processed scores -> (B,) token ids: argmax, or one draw from their softmax (``sample_with_uniform``)."""
     if greedy:
         return scores.argmax(dim=-1)
+    device = generator.device if generator is not None else scores.device  # a CPU generator may drive a GPU model
+    u = torch.rand(scores.shape[0], generator=generator, device=device, dtype=scores.dtype).to(scores.device)
+    return sample_with_uniform(scores, u)
+
+
+def sample_with_uniform(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """scores (B, V), u (B,) in [0, 1) -> (B,) ids: the token whose softmax-CDF interval holds each ``u``.
+
+    Inverting the CDF takes one uniform number per row (``torch.multinomial`` costs ~5x more on CPU for a single
+    draw); zero-probability tokens are never picked because ``right=True`` skips empty intervals.
+    """
     cdf = scores.softmax(dim=-1).cumsum_(dim=-1)
-    device = generator.device if generator is not None else cdf.device  # a CPU generator may drive a GPU model
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=device, dtype=cdf.dtype).to(cdf.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
