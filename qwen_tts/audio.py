@@ -12,8 +12,12 @@ import io
 import logging
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,16 @@ def validate_audio(audio: np.ndarray, sr: int, max_seconds: float | None = DEFAU
     if max_seconds is not None and wave.size > max_seconds * sr:
         raise AudioError("too_long", f"the clip lasts {wave.size / sr:.1f} s, the limit is {max_seconds:g} s")
     return wave
+
+
+def model_input(audio: np.ndarray | torch.Tensor, sr: int, target_sr: int) -> np.ndarray:
+    """An in-memory clip (numpy or torch, (N,) or (N, channels)) checked with no length limit, as float32 mono (N,)
+    at ``target_sr``: what the codec encoder and the speaker encoder take."""
+    import torch
+
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().float().cpu().numpy()
+    return resample(validate_audio(audio, sr, max_seconds=None), int(sr), target_sr)
 
 
 def _read_source(source: str | Path | bytes | bytearray) -> tuple[bytes, str]:

@@ -155,13 +155,9 @@ class SpeakerEncoder(nn.Module):
 @torch.inference_mode()
 def speaker_embedding(encoder: SpeakerEncoder, audio: np.ndarray | torch.Tensor, sr: int) -> torch.Tensor:
     """x-vector (enc_dim,) float32 of mono audio (N,) (or (N, channels), mixed down); resampled to 24 kHz if needed."""
-    from qwen_tts.audio import resample, validate_audio
+    from qwen_tts.audio import model_input
 
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().float().cpu().numpy()
-    wave = validate_audio(audio, sr, max_seconds=None)
-    if sr != SAMPLE_RATE:
-        wave = resample(wave, sr, SAMPLE_RATE)
+    wave = model_input(audio, sr, SAMPLE_RATE)
     param = next(encoder.parameters())
     mels = log_mel_spectrogram(torch.from_numpy(wave).unsqueeze(0))
     return encoder(mels.to(device=param.device, dtype=param.dtype))[0].float()

@@ -106,25 +106,18 @@ class Codec:
 
     def encode_batch(self, audios: list[np.ndarray | torch.Tensor], sr: int) -> list[torch.Tensor]:
         """Several clips at the same ``sr`` -> one (T_i, 16) code tensor per clip, encoded as one padded batch."""
+        from qwen_tts.audio import model_input
         from qwen_tts.codec.encoder import encode_batch
 
         if self.encoder is None:
             raise ValueError("this Codec was loaded with load_encoder=False; reload it with the encoder to encode")
         if not audios:
             return []
-        waves = [torch.from_numpy(self._prepare(a, sr)) for a in audios]
+        waves = [torch.from_numpy(model_input(a, sr, self.config.input_sample_rate)) for a in audios]
         codes = encode_batch(
             self.encoder, waves, self.config.encoder_valid_num_quantizers, self.config.encode_downsample_rate
         )
         return [c.cpu() for c in codes]
-
-    def _prepare(self, audio: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
-        from qwen_tts.audio import resample, validate_audio
-
-        if isinstance(audio, torch.Tensor):
-            audio = audio.detach().float().cpu().numpy()
-        wave = validate_audio(audio, sr, max_seconds=None)
-        return resample(wave, int(sr), self.config.input_sample_rate)
 
     # -- decode --------------------------------------------------------------------------------------------------
     def validate_codes(self, codes: torch.Tensor, allow_padding: bool = True) -> None:
