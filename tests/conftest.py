@@ -64,3 +64,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_bot_settings(tmp_path, tiny_custom_voice, tiny_base, tiny_voice_design):
+    """Bot settings over the tiny checkpoints on CPU, with database, outputs and data in the test's tmp dir."""
+    from bot.settings import Settings
+
+    return Settings(
+        custom_voice_model=str(tiny_custom_voice), base_model=str(tiny_base), voice_design_model=str(tiny_voice_design),
+        device="cpu", dtype="float32", data_dir=tmp_path / "data", outputs_dir=tmp_path / "out",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", job_timeout_s=120,
+    )  # fmt: skip

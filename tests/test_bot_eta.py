@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -43,19 +42,10 @@ class Recorder:
         self.finals.append(text)
 
 
-@pytest.fixture
-def settings(tmp_path: Path, tiny_custom_voice, tiny_base, tiny_voice_design) -> Settings:
-    return Settings(
-        custom_voice_model=str(tiny_custom_voice), base_model=str(tiny_base), voice_design_model=str(tiny_voice_design),
-        device="cpu", dtype="float32", data_dir=tmp_path / "data", outputs_dir=tmp_path / "out",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", job_timeout_s=120,
-    )  # fmt: skip
-
-
 @pytest_asyncio.fixture
-async def services(settings: Settings):
-    db = await open_database(settings.database_url)
-    services = Services(settings, db)
+async def services(tiny_bot_settings: Settings):
+    db = await open_database(tiny_bot_settings.database_url)
+    services = Services(tiny_bot_settings, db)
     services.attach(SimpleNamespace(get_guild=lambda _id: None, guilds=[]))  # no voice connection: the render goes on
     yield services
     await services.shutdown()
