@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 
 import discord
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0  # per attempt; real Discord connects in about a second
 SETTLE_TIMEOUT_S = 10.0  # how long to let discord.py finish its own reconnect before we start a fresh one
 PLAYER_STOP_TIMEOUT_S = 1.0
+# A voice client that is not connected may be resuming (close 4015 and the like): its player waits and carries on,
+# so audio keeps queueing for this long before the connection counts as lost.
+RESUME_GRACE_S = 5.0
 
 
 class Playback:
@@ -33,6 +37,7 @@ class Playback:
         self._locks: dict[int, asyncio.Lock] = {}
         self._played: weakref.WeakSet[PCMStreamSource] = weakref.WeakSet()  # sources handed to a player once
         self._ended: dict[PCMStreamSource, asyncio.Event] = {}  # set when that source's player has stopped
+        self._unconnected_since: dict[int, float] = {}  # guild -> when its voice client was first seen unconnected
 
     # -- connecting --------------------------------------------------------------------------------------------------
 
@@ -125,6 +130,19 @@ class Playback:
         source.feed(tag, pcm)
         return True
 
+    def connected(self, guild_id: int) -> bool:
+        vc = self._voice_client(guild_id)
+        return vc is not None and vc.is_connected()
+
+    def resuming(self, guild_id: int) -> bool:
+        """The guild's voice client exists but is not connected, for no longer than the resume grace so far."""
+        vc = self._voice_client(guild_id)
+        if vc is None or vc.is_connected():
+            self._unconnected_since.pop(guild_id, None)  # the next unconnected spell gets a fresh grace
+            return False
+        since = self._unconnected_since.get(guild_id)
+        return since is not None and time.monotonic() - since <= RESUME_GRACE_S
+
     def end(self, guild_id: int, tag: object) -> None:
         source = self._sources.get(guild_id)
         if source is not None:
@@ -149,12 +167,23 @@ class Playback:
 
     # -- internals ---------------------------------------------------------------------------------------------------
 
-    def _live_source(self, guild_id: int) -> PCMStreamSource | None:
+    def _voice_client(self, guild_id: int) -> discord.VoiceClient | None:
         guild = self.client.get_guild(guild_id)
         vc = guild.voice_client if guild is not None else None
-        if not isinstance(vc, discord.VoiceClient) or not vc.is_connected():
+        return vc if isinstance(vc, discord.VoiceClient) else None
+
+    def _live_source(self, guild_id: int) -> PCMStreamSource | None:
+        vc = self._voice_client(guild_id)
+        if vc is None:
+            self._unconnected_since.pop(guild_id, None)
             return None
-        return self._ensure_playing(vc)
+        if vc.is_connected():
+            self._unconnected_since.pop(guild_id, None)
+            return self._ensure_playing(vc)
+        since = self._unconnected_since.setdefault(guild_id, time.monotonic())
+        if time.monotonic() - since > RESUME_GRACE_S:
+            return None
+        return self._sources.get(guild_id)  # resuming: the waiting player plays it once the connection is back
 
     def _ensure_playing(self, vc: discord.VoiceClient) -> PCMStreamSource:
         guild_id = vc.guild.id

@@ -21,6 +21,7 @@ from bot import narrate
 from bot.errors import NotAllowed, QueueFull, UserError
 from bot.jobs import Job
 from bot.masters import attachment_for
+from bot.playback import RESUME_GRACE_S
 from bot.reporting import Reporter, progress_line, queued_line, starting_line
 from bot.voice_source import StereoUpsampler
 from db import repo
@@ -42,6 +43,7 @@ class SayRequest:
     voice: repo.Voice | None
     render_id: int | None = None
     voice_lost: bool = False
+    watching_resume: bool = False  # a check is pending on a voice connection that may be resuming
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -181,7 +183,24 @@ class RenderService:
         return result
 
     def _to_voice(self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter) -> None:
-        if playback.feed(request.guild_id, job.id, pcm) or request.voice_lost or not pcm:
+        if request.voice_lost or not pcm:
+            return
+        if not playback.feed(request.guild_id, job.id, pcm):
+            self._voice_lost(request, reporter)
+        elif playback.resuming(request.guild_id) and not request.watching_resume:
+            # Queued for a connection that is not up: it is lost unless discord.py's resume succeeds in time,
+            # which a render faster than real time may never find out by feeding, so check once the grace is over.
+            request.watching_resume = True
+            self._spawn(self._check_resumed(playback, request, reporter))
+
+    async def _check_resumed(self, playback, request: SayRequest, reporter: Reporter) -> None:
+        await asyncio.sleep(RESUME_GRACE_S + 0.1)
+        request.watching_resume = False
+        if playback.resuming(request.guild_id) or not playback.connected(request.guild_id):
+            self._voice_lost(request, reporter)
+
+    def _voice_lost(self, request: SayRequest, reporter: Reporter) -> None:
+        if request.voice_lost:
             return
         request.voice_lost = True
         log.warning("voice connection lost in guild %s during render #%s", request.guild_id, request.render_id)
