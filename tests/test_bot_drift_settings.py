@@ -4,13 +4,10 @@ of the narrator the bot builds (real engine on tiny checkpoints, CPU)."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from bot import narrate
 from bot.jobs import Job
@@ -19,6 +16,7 @@ from bot.render_cli import build_narrator
 from bot.services import Services
 from bot.settings import Settings, SettingsError
 from db.engine import open_database
+from tests.clips import voiced_wav_bytes
 
 GUILD, ALICE = 10, 1
 
@@ -69,15 +67,6 @@ def test_narrator_render_uses_them(tmp_path: Path) -> None:
     assert guard == DriftGuard(threshold=0.8, max_retries=5, probe_seconds=0.7, enabled=True)
 
 
-def _wav_bytes(seconds: float) -> bytes:
-    rng = np.random.default_rng(1)
-    t = np.arange(int(seconds * 16_000)) / 16_000
-    audio = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.3 * rng.standard_normal(len(t)))
-    buf = io.BytesIO()
-    sf.write(buf, audio.astype(np.float32), 16_000, format="WAV")
-    return buf.getvalue()
-
-
 @pytest.mark.asyncio
 @pytest.mark.slow
 async def test_a_forcing_threshold_set_in_the_environment_resamples_bot_renders(
@@ -97,7 +86,7 @@ async def test_a_forcing_threshold_set_in_the_environment_resamples_bot_renders(
     services = Services(settings, db)
     services.start_workers()
     try:
-        voice = await services.identities.clone(GUILD, ALICE, "Reader", _wav_bytes(2.0), "r.wav", "hello there", True)
+        voice = await services.identities.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True)
         plan = await narrate.plan(
             "[Calm] Stop right there.", 2000, voice, lambda name: services.voices.resolve(GUILD, ALICE, name)
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from bot.jobs import Job
 from bot.services import Services
 from bot.settings import Settings
 from db.engine import open_database
+from tests.clips import voiced_wav_bytes
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 GUILD, ALICE, BOB = 10, 1, 2
@@ -110,17 +110,8 @@ async def test_two_guilds_share_the_worker_fairly(services: Services) -> None:
     assert order.index(2) <= 1  # guild 2 did not wait behind guild 1's whole backlog
 
 
-def _wav_bytes(seconds: float) -> bytes:
-    rng = np.random.default_rng(1)
-    t = np.arange(int(seconds * 16_000)) / 16_000
-    audio = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.3 * rng.standard_normal(len(t)))
-    buf = io.BytesIO()
-    sf.write(buf, audio.astype(np.float32), 16_000, format="WAV")
-    return buf.getvalue()
-
-
 async def test_clone_and_design_store_locked_timbres(services: Services) -> None:
-    cloned = await services.identities.clone(GUILD, ALICE, "Reader", _wav_bytes(2.0), "r.wav", "hello there", True)
+    cloned = await services.identities.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True)
     assert cloned.kind == "cloned" and cloned.consent and len(cloned.timbre) == 4 * 32  # tiny hidden size 32
     assert Path(cloned.ref_clip_path).is_file()
     designed = await services.identities.design(GUILD, BOB, "mine", "a warm low voice", personal=True)
