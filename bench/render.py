@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bot.narration import DriftGuard, Identity, LocalEngine, Narrator, parse_script
-from bot.narration.render import AudioChunk, Finished
+from bot.narration.narrator import AudioChunk, Finished
 
 log = logging.getLogger("bench.render")
 

@@ -9,7 +9,7 @@ import discord
 from discord.ext import commands
 
 if TYPE_CHECKING:
-    from bot.bot import NarratorBot
+    from bot.client import NarratorBot
 
 log = logging.getLogger(__name__)
 

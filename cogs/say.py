@@ -9,10 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.reporting import NO_MENTIONS, InteractionReporter
+from bot.services.progress import NO_MENTIONS, InteractionReporter
 
 if TYPE_CHECKING:
-    from bot.bot import NarratorBot
+    from bot.client import NarratorBot
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.reporting import NO_MENTIONS
+from bot.services.progress import NO_MENTIONS
 
 if TYPE_CHECKING:
-    from bot.bot import NarratorBot
+    from bot.client import NarratorBot
 
 
 @app_commands.guild_only()

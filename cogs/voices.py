@@ -13,11 +13,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.reporting import NO_MENTIONS
+from bot.services.progress import NO_MENTIONS
 from cogs.voice import describe_voice
 
 if TYPE_CHECKING:
-    from bot.bot import NarratorBot
+    from bot.client import NarratorBot
 
 log = logging.getLogger(__name__)
 

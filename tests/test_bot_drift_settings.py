@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bot import narrate
-from bot.jobs import Job
+from bot.app import Services
+from bot.cli.render import build_narrator
+from bot.jobs.queue import Job
 from bot.narration import DriftGuard
-from bot.render_cli import build_narrator
-from bot.services import Services
+from bot.narration import planning as narrate
 from bot.settings import Settings, SettingsError
 from db.engine import open_database
 from tests.clips import voiced_wav_bytes
@@ -86,7 +86,9 @@ async def test_a_forcing_threshold_set_in_the_environment_resamples_bot_renders(
     services = Services(settings, db)
     services.start_workers()
     try:
-        voice = await services.identities.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True)
+        voice = await services.identities.clone(
+            GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True
+        )
         plan = await narrate.plan(
             "[Calm] Stop right there.", 2000, voice, lambda name: services.voices.resolve(GUILD, ALICE, name)
         )

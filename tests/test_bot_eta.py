@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 import pytest_asyncio
 
-from bot import narrate
-from bot.jobs import Job, JobQueue
+from bot.app import Services
+from bot.jobs.queue import Job, JobQueue
 from bot.narration import Narrator
+from bot.narration import planning as narrate
 from bot.narration.eta import eta_key
-from bot.services import Services
 from bot.settings import Settings
 from db.engine import open_database
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bot.app import Services
 from bot.errors import NotAllowed, NotYourVoice, QueueFull, UnknownVoice, UserError
-from bot.jobs import Job
-from bot.services import Services
+from bot.jobs.queue import Job
 from bot.settings import Settings
 from db import repo
 from db.engine import open_database
@@ -96,7 +96,7 @@ async def test_full_queue_is_refused_before_deferring(services: Services) -> Non
 async def test_skip_drops_the_playing_render_and_stop_clears_the_guild(services: Services) -> None:
     from types import SimpleNamespace
 
-    from bot.voice_source import FRAME_BYTES, SILENCE, PCMStreamSource
+    from bot.voice.source import FRAME_BYTES, SILENCE, PCMStreamSource
 
     services.attach(SimpleNamespace(get_guild=lambda _id: None))  # no Discord session needed for these paths
     source = PCMStreamSource(prebuffer_s=0, pace=False)

@@ -11,14 +11,14 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
+from bot.app import Services
 from bot.errors import BadAttachment, NotYourVoice, UnknownVoice, UserError
-from bot.guild_config import GuildConfig
-from bot.identities import IdentityService
-from bot.masters import attachment_for
-from bot.reporting import MIN_EDIT_INTERVAL_S, InteractionReporter, progress_line
-from bot.services import Services
+from bot.services.creation import IdentityService
+from bot.services.guild_config import GuildConfig
+from bot.services.library import VoiceService, check_name, vector_bytes, vector_from_bytes
+from bot.services.progress import MIN_EDIT_INTERVAL_S, InteractionReporter, progress_line
 from bot.settings import Settings
-from bot.voices import VoiceService, check_name, vector_bytes, vector_from_bytes
+from bot.voice.attachments import attachment_for
 from db import repo
 from db.engine import open_database
 
@@ -179,7 +179,7 @@ async def test_progress_edits_at_most_once_a_second_and_latest_wins() -> None:
 async def test_master_goes_to_the_channel_when_the_interaction_token_expired() -> None:
     import discord
 
-    from bot.masters import Attachment
+    from bot.voice.attachments import Attachment
 
     class Expired(FakeInteraction):
         """The 15-minute interaction token ran out: webhook followups with files are refused."""

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from discord import app_commands
 
-from bot.bot import INITIAL_EXTENSIONS, SORRY, user_message
+from bot.app import open_bot
+from bot.cli.run import main
+from bot.client import INITIAL_EXTENSIONS, SORRY, user_message
 from bot.errors import UnknownVoice
-from bot.launcher import main, open_bot
 from bot.settings import Settings, SettingsError
 from db import repo
 from db.engine import open_database

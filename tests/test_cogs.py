@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from discord import app_commands
 
-from bot.launcher import open_bot
+from bot.app import open_bot
 from bot.settings import Settings
 from db import repo
 

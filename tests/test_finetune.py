@@ -189,7 +189,7 @@ def test_two_sample_overfit_exports_a_loadable_custom_voice(tiny_base, train_jso
 
     _training_prompt_is_the_inference_prompt(tts, train_jsonl)
 
-    from bot.voice_import import inspect_checkpoint  # what `narrator voices import DIR --name anna` accepts
+    from bot.cli.voices import inspect_checkpoint  # what `narrator voices import DIR --name anna` accepts
 
     speaker, timbre = inspect_checkpoint(folder, None, "anna")
     assert speaker == "anna" and len(timbre) > 0

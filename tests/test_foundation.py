@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser, main
-from bot.opus import ensure_opus
 from bot.settings import Settings, SettingsError
+from bot.voice.opus import ensure_opus
 
 REPO = Path(__file__).resolve().parents[1]
 

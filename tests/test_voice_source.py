@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from discord.player import AudioPlayer
 
-from bot.voice_source import FRAME_BYTES, SILENCE, PCMStreamSource, StereoUpsampler, upsample_utterance
+from bot.voice.source import FRAME_BYTES, SILENCE, PCMStreamSource, StereoUpsampler, upsample_utterance
 
 
 def _s16(pcm: bytes) -> np.ndarray:

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from bot.errors import QueueFull
-from bot.jobs import Job, JobQueue
-from bot.worker import InferenceWorker, JobTimeout
+from bot.jobs.queue import Job, JobQueue
+from bot.jobs.worker import InferenceWorker, JobTimeout
 
 pytestmark = pytest.mark.asyncio
 

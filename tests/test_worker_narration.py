@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from bot import narrate
-from bot.jobs import Job
-from bot.services import Services
+from bot.app import Services
+from bot.jobs.queue import Job
+from bot.narration import planning as narrate
 from bot.settings import Settings
 from db.engine import open_database
 from tests.clips import voiced_wav_bytes
@@ -111,7 +111,9 @@ async def test_two_guilds_share_the_worker_fairly(services: Services) -> None:
 
 
 async def test_clone_and_design_store_locked_timbres(services: Services) -> None:
-    cloned = await services.identities.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True)
+    cloned = await services.identities.clone(
+        GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True
+    )
     assert cloned.kind == "cloned" and cloned.consent and len(cloned.timbre) == 4 * 32  # tiny hidden size 32
     assert Path(cloned.ref_clip_path).is_file()
     designed = await services.identities.design(GUILD, BOB, "mine", "a warm low voice", personal=True)

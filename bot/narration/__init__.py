@@ -89,11 +89,11 @@ _WHERE = {
     "Identity": "bot.narration.identity",
     "DriftGuard": "bot.narration.identity",
     "VoiceLock": "bot.narration.identity",
-    "LocalEngine": "bot.narration.engine",
-    "Narrator": "bot.narration.render",
-    "AudioChunk": "bot.narration.render",
-    "Progress": "bot.narration.render",
-    "Finished": "bot.narration.render",
+    "LocalEngine": "bot.engine.local",
+    "Narrator": "bot.narration.narrator",
+    "AudioChunk": "bot.narration.narrator",
+    "Progress": "bot.narration.narrator",
+    "Finished": "bot.narration.narrator",
     "export_master": "bot.narration.masters",
 }
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from bot.engine.local import FRAME_RATE, SAMPLE_RATE, Engine, EngineRequest
 from bot.narration import emotions
-from bot.narration.engine import FRAME_RATE, SAMPLE_RATE, Engine, EngineRequest
 from bot.narration.eta import EtaStore, RenderEta, eta_key
 from bot.narration.identity import DriftGuard, Identity, lock_score
 from bot.narration.joins import Joiner

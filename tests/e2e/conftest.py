@@ -52,7 +52,7 @@ class Narrator:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        from bot.launcher import open_bot
+        from bot.app import open_bot
 
         self._context = open_bot(self.settings, **client_options(self.fake))
         self.bot = await self._context.__aenter__()

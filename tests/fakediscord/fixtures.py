@@ -15,7 +15,7 @@ from tests.fakediscord.server import FakeDiscord
 async def fake_discord(tmp_path: Path) -> AsyncIterator[FakeDiscord]:
     """A started FakeDiscord (no guilds yet: call `add_guild` before the client connects), with discord.py's base
     URLs pointed at it for the test and restored afterwards."""
-    from bot.opus import ensure_opus
+    from bot.voice.opus import ensure_opus
 
     ensure_opus()  # discord.py finds no libopus on its own on Linux without the system package
     fake = FakeDiscord(tmp_path / "fake-discord")

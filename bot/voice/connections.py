@@ -17,7 +17,7 @@ import weakref
 import discord
 
 from bot.errors import NotInVoice, UserError
-from bot.voice_source import BYTES_PER_SECOND, PCMStreamSource
+from bot.voice.source import BYTES_PER_SECOND, PCMStreamSource
 
 log = logging.getLogger(__name__)
 

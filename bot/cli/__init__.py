@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 
 # subcommand -> "module:function"; the function takes (args, settings) and returns an exit code.
 HANDLERS = {
-    "run": "bot.launcher:main",
-    "render": "bot.render_cli:main",
-    "db": "db.cli:main",
-    "voices": "bot.voice_import:main",
+    "run": "bot.cli.run:main",
+    "render": "bot.cli.render:main",
+    "db": "bot.cli.db:main",
+    "voices": "bot.cli.voices:main",
 }
 
 
@@ -83,16 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(args.env_file)
-        from bot.logging_setup import setup_logging
+        from bot.logs import setup_logging
 
-        setup_logging(settings.log_dir if args.command == "run" else None, logging.DEBUG if args.verbose else logging.INFO)
+        setup_logging(
+            settings.log_dir if args.command == "run" else None, logging.DEBUG if args.verbose else logging.INFO
+        )
         return int(_resolve(HANDLERS[args.command])(args, settings) or 0)
     except SettingsError as exc:
         sys.stderr.write(f"narrator: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import narrate
 from bot.errors import NotAllowed, QueueFull, UserError
-from bot.jobs import Job
-from bot.masters import attachment_for
-from bot.playback import RESUME_GRACE_S
-from bot.reporting import Reporter, progress_line, queued_line, starting_line
-from bot.voice_source import StereoUpsampler
+from bot.jobs.queue import Job
+from bot.narration import planning as narrate
+from bot.services.progress import Reporter, progress_line, queued_line, starting_line
+from bot.voice.attachments import attachment_for
+from bot.voice.connections import RESUME_GRACE_S
+from bot.voice.source import StereoUpsampler
 from db import repo
 
 if TYPE_CHECKING:
-    from bot.services import Services
-    from bot.worker import InferenceWorker
+    from bot.app import Services
+    from bot.jobs.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import discord
 
-from bot.masters import Attachment
+from bot.voice.attachments import Attachment
 
 log = logging.getLogger(__name__)
 

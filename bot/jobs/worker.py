@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from bot.jobs import Job, JobQueue
+from bot.jobs.queue import Job, JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -119,7 +119,7 @@ async def _library_identity(settings: Settings, name: str) -> Identity:
     if len(found) > 1:
         log.warning("%d voices are called %r; using voice %d (guild %d)", len(found), name, found[0].id,
                     found[0].guild_id)  # fmt: skip
-    from bot.narrate import identity_of  # the one mapping from stored voices to identities
+    from bot.narration.planning import identity_of  # the one mapping from stored voices to identities
 
     return identity_of(found[0], settings)
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bot import narrate
 from bot.errors import BadAttachment, UserError
-from bot.jobs import Job
-from bot.voices import vector_bytes
+from bot.jobs.queue import Job
+from bot.narration import planning as narrate
+from bot.services.library import vector_bytes
 from db import repo
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.app import Services
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot.errors import UserError
+from bot.services.library import vector_from_bytes
 from bot.settings import Settings
-from bot.voices import vector_from_bytes
 from db import repo
 
 if TYPE_CHECKING:
-    from bot.worker import InferenceWorker
+    from bot.jobs.worker import InferenceWorker
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.app import Services
 
 log = logging.getLogger(__name__)
 

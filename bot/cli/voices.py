@@ -15,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from bot.services.library import check_name, vector_bytes
 from bot.settings import Settings
-from bot.voices import check_name, vector_bytes
 from db import repo
 from db.engine import open_database
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bot.narration.engine import SAMPLE_RATE, Engine
+from bot.engine.local import SAMPLE_RATE, Engine
 from bot.narration.eta import EtaStore, RenderEta, eta_key
 from bot.narration.identity import DriftGuard, Identity, VoiceLock
 from bot.narration.production import (
