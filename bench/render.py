@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from bot.narration import DriftGuard, Identity, LocalEngine, Narrator, parse_script
+from bot.engine.local import LocalEngine
+from bot.engine.options import EngineOptions
+from bot.narration import DriftGuard, Identity, Narrator, parse_script
 from bot.narration.narrator import AudioChunk, Finished
 
 log = logging.getLogger("bench.render")
@@ -101,7 +103,7 @@ async def timed_render(narrator: Narrator, script, identity: Identity, frames: i
 
 
 async def bench(args: argparse.Namespace, model: str, base: str | None, outputs: Path) -> dict:
-    engine = LocalEngine(model, base_model=base, device=args.device, dtype=args.dtype)
+    engine = LocalEngine(EngineOptions(model, base_model=base, device=args.device, dtype=args.dtype))
     script = parse_script(SCRIPT)
     narrator = Narrator(engine, outputs_dir=outputs, eta_path=outputs / "eta.json", guard=DriftGuard(enabled=False))
     identity = Identity("bench", "preset", model, speaker=(await narrator.speakers())[0], seed=1)

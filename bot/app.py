@@ -1,4 +1,5 @@
-"""The composition root: `open_bot`, the one way to build a ready-to-start bot (used by the e2e tests too).
+"""The composition root: `open_bot`, the one way to build a ready-to-start bot (used by `narrator run` and the e2e
+tests). Every service is built here with its collaborators passed explicitly.
 
 Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 
@@ -7,63 +8,142 @@ Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 
 - On enter: opens the database at `settings.database_url` (creating the folder, applying the Alembic migrations,
   WAL mode), marks renders left unfinished by a previous process as `interrupted` (their owners are told once the
-  bot is ready), and builds the services and the `NarratorBot`. No model is loaded: each worker loads the
-  checkpoints named by `settings.custom_voice_model`, `voice_design_model` and `base_model` on `settings.device`
-  the first time a job needs them.
+  bot is ready), builds one engine per device and loads + warms up every checkpoint it will need
+  (`settings.custom_voice_model`, `base_model`, `voice_design_model`), so the first /say pays no load time and a
+  broken checkpoint or device stops start-up (EngineError) before anything logs in; then builds the services and
+  the `NarratorBot`.
 - `client_options` go to `discord.ext.commands.Bot` (e.g. `connector=aiohttp.TCPConnector(ssl=False)`,
   `guild_ready_timeout=0.05`); `sync_commands=False` skips the dev-guild sync.
-- On exit: cancels every job, stops the workers, leaves voice, closes the Discord session and the database.
-  A render still running then stays `running` in the database; the next `open_bot` marks it `interrupted` and,
-  once ready, posts a notice mentioning its owner in the text channel the /say came from.
+- On exit: cancels every job, stops the workers, leaves voice, closes the Discord session, the engines and the
+  database. A render still running then stays `running` in the database; the next `open_bot` marks it
+  `interrupted` and, once ready, posts a notice mentioning its owner in the text channel the /say came from.
 
 What tests can rely on: a master's JSON sidecar names each identity by `voice-<voices.id>` for stored voices (a
-preset default narrator gets a random id); `bot.services.queue` / `.workers` / `.voices` / `.renders` are the
-services; `bot.services.playback.source(guild_id)` is the guild's live `PCMStreamSource` (None before the first
-audio). `tests/test_bot_discord.py` shows the whole contract in use against a small fake Discord.
+preset default narrator gets a random id); `bot.services` holds the services (`say`, `library`, `creation`,
+`guild_config`, `queue`, `workers`, `playback`); `bot.services.playback.source(guild_id)` is the guild's live
+`PCMStreamSource` (None before the first audio).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from bot.client import NarratorBot
+from bot.engine.local import LocalEngine
+from bot.engine.options import EngineOptions, engine_devices
+from bot.engine.protocol import Engine
 from bot.jobs.queue import JobQueue
 from bot.jobs.worker import InferenceWorker
-from bot.services.creation import IdentityService
+from bot.narration.identity import DriftGuard
+from bot.narration.narrator import Narrator
+from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
-from bot.services.library import VoiceService
-from bot.services.say import RenderService
+from bot.services.library import VoiceLibrary
+from bot.services.say import SayService
 from bot.settings import Settings
+from bot.voice.connections import Playback
 from db import repo
 from db.engine import Database, open_database
-
-if TYPE_CHECKING:
-    import discord
-
-    from bot.voice.connections import Playback
 
 log = logging.getLogger(__name__)
 
 
-def worker_devices(device: str) -> list[str]:
-    """One inference worker per GPU: `auto` means every visible CUDA device (or the CPU when there is none)."""
-    if device != "auto":
-        return [device]
-    import torch
+@dataclass
+class Services:
+    """What the cogs and the bot reach; built once by `build_services`."""
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    settings: Settings
+    db: Database
+    queue: JobQueue
+    workers: list[InferenceWorker]
+    playback: Playback
+    library: VoiceLibrary
+    guild_config: GuildConfig
+    creation: VoiceCreation
+    say: SayService
+
+    async def start(self) -> None:
+        """Load and warm up every worker's engine, then start taking jobs."""
+        for worker in self.workers:
+            await worker.start_engine()
+        start_workers(self.workers)
+
+    async def shutdown(self) -> None:
+        """Cancel every job, stop the workers (waiting for their compute threads), leave voice, close the engines."""
+        self.say.closing = True
+        self.queue.cancel_where(lambda job: True)
+        for worker in self.workers:
+            await worker.close()
+        await self.say.drain(timeout=2.0)
+        await self.playback.leave_all()
+        for worker in self.workers:
+            if worker.narrator is not None:
+                worker.narrator.engine.close()
+
+
+def build_engines(settings: Settings) -> list[Engine]:
+    """One local engine per device (NARRATOR_DEVICE=auto: every visible GPU, else the CPU)."""
+    options = EngineOptions.from_settings(settings)
+    return [LocalEngine(options.on(device)) for device in engine_devices(settings.device)]
+
+
+def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]) -> list[InferenceWorker]:
+    workers = []
+    for index, engine in enumerate(engines):
+        worker = InferenceWorker(
+            queue, device=engine.describe()["device"], job_timeout_s=settings.job_timeout_s, name=f"w{index}"
+        )
+        worker.bind(
+            Narrator(
+                engine,
+                outputs_dir=settings.outputs_dir,
+                compute=worker.compute,
+                eta_path=settings.data_dir / "eta.json",
+                guard=DriftGuard(**settings.drift_guard_options()),
+            )
+        )
+        workers.append(worker)
+    return workers
+
+
+def build_services(settings: Settings, db: Database, engines: Sequence[Engine], playback: Playback) -> Services:
+    queue = JobQueue(settings.max_queued_per_user)
+    workers = build_workers(settings, queue, engines)
+    library = VoiceLibrary(db, settings, engines[0])
+    guild_config = GuildConfig(db, settings)
+    return Services(
+        settings=settings,
+        db=db,
+        queue=queue,
+        workers=workers,
+        playback=playback,
+        library=library,
+        guild_config=guild_config,
+        creation=VoiceCreation(settings, library, queue),
+        say=SayService(settings, db, queue, workers, library, guild_config, playback),
+    )
+
+
+def start_workers(workers: Sequence[InferenceWorker]) -> None:
+    # The model's Python frame loop holds the GIL between torch calls; hand it over every 1 ms (default 5 ms)
+    # so the voice player thread sends each 20 ms packet on time.
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+    if any(w.device == "cpu" for w in workers):
+        reserve_a_core_for_voice()
+    for worker in workers:
+        worker.start()
+    log.info("%d inference worker(s): %s", len(workers), ", ".join(w.device for w in workers))
 
 
 def reserve_a_core_for_voice() -> None:
     """On CPU inference, leave one core to the event loop and the voice player thread: a starved player sends its
     20 ms packets late and then in bursts."""
-    import os
-
     import torch
 
     cores = os.cpu_count() or 1
@@ -72,50 +152,10 @@ def reserve_a_core_for_voice() -> None:
         log.info("CPU inference: torch uses %d of %d cores, one is kept for voice", cores - 1, cores)
 
 
-class Services:
-    playback: Playback
-
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self.settings = settings
-        self.db = db
-        self.queue = JobQueue(settings.max_queued_per_user)
-        self.workers = [
-            InferenceWorker(self.queue, device=d, job_timeout_s=settings.job_timeout_s, name=f"w{i}")
-            for i, d in enumerate(worker_devices(settings.device))
-        ]
-        self.voices = VoiceService(db, settings)
-        self.guild_config = GuildConfig(db, settings)
-        self.identities = IdentityService(self)
-        self.renders = RenderService(self)
-
-    def attach(self, client: discord.Client) -> None:
-        from bot.voice.connections import Playback
-
-        self.playback = Playback(client)
-
-    def start_workers(self) -> None:
-        # The model's Python frame loop holds the GIL between torch calls; hand it over every 1 ms (default 5 ms)
-        # so the voice player thread sends each 20 ms packet on time.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-        if any(w.device == "cpu" for w in self.workers):
-            reserve_a_core_for_voice()
-        for worker in self.workers:
-            worker.start()
-        log.info("%d inference worker(s): %s", len(self.workers), ", ".join(w.device for w in self.workers))
-
-    async def shutdown(self) -> None:
-        """Cancel every job, stop the workers (waiting for their compute threads), leave voice."""
-        self.renders.closing = True
-        self.queue.cancel_where(lambda job: True)
-        for worker in self.workers:
-            await worker.close()
-        await self.renders.drain(timeout=2.0)
-        if hasattr(self, "playback"):
-            await self.playback.leave_all()
-
-
 @contextlib.asynccontextmanager
-async def open_bot(settings: Settings, **client_options: Any) -> AsyncIterator[NarratorBot]:
+async def open_bot(
+    settings: Settings, *, engines: Sequence[Engine] | None = None, **client_options: Any
+) -> AsyncIterator[NarratorBot]:
     db = await open_database(settings.database_url)
     try:
         async with db.sessions.begin() as session:
@@ -123,8 +163,10 @@ async def open_bot(settings: Settings, **client_options: Any) -> AsyncIterator[N
         if interrupted:
             log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
-        services = Services(settings, db)
-        bot = NarratorBot(services, **client_options)
+        bot = NarratorBot(settings, **client_options)
+        services = build_services(settings, db, engines or build_engines(settings), Playback(bot))
+        bot.services = services
+        await services.start()
         try:
             yield bot
         finally:

@@ -1,5 +1,6 @@
-"""`NarratorBot`: the Discord session. It receives its services from the launcher (advanced_startup style), loads the
-cogs in `setup_hook`, syncs slash commands to the dev guild only, and maps every app-command error in one place."""
+"""`NarratorBot`: the Discord session. The composition root (`bot.app.open_bot`) gives it its services before it logs
+in (advanced_startup style); it loads the cogs in `setup_hook`, syncs slash commands to the dev guild only, and maps
+every app-command error in one place."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bot.errors import UserError
 
 if TYPE_CHECKING:
     from bot.app import Services
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,7 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
 class NarratorBot(commands.Bot):
     services: Services
 
-    def __init__(self, services: Services, *, sync_commands: bool = True, **options: Any) -> None:
-        settings = services.settings
+    def __init__(self, settings: Settings, *, sync_commands: bool = True, **options: Any) -> None:
         intents = discord.Intents.default()  # guilds + voice_states: enough for slash commands and voice
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -82,19 +83,16 @@ class NarratorBot(commands.Bot):
             help_command=None,
             **options,
         )
-        self.services = services
         self.settings = settings
         self.sync_commands = sync_commands
         self._background: set[asyncio.Task] = set()
 
     async def setup_hook(self) -> None:
-        self.services.attach(self)
         for extension in INITIAL_EXTENSIONS:
             try:
                 await self.load_extension(extension)
             except Exception:
                 log.exception("Failed to load extension %s.", extension)
-        self.services.start_workers()
         if self.sync_commands and self.settings.dev_guild_id:
             guild = discord.Object(id=self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -119,7 +117,7 @@ class NarratorBot(commands.Bot):
 
     async def _report_interrupted_renders(self) -> None:
         await self.wait_until_ready()
-        await self.services.renders.report_interrupted(self)
+        await self.services.say.report_interrupted(self)
 
     async def close(self) -> None:
         log.info("Shutting down: cancelling jobs, leaving voice")

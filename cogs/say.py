@@ -1,4 +1,4 @@
-"""/say, /stop, /skip, /queue, /join, /leave: glue between slash commands and `bot.renders` / `bot.playback`."""
+"""/say, /stop, /skip, /queue, /join, /leave: glue between slash commands and `bot.services.say` / `bot.voice.connections`."""
 
 from __future__ import annotations
 
@@ -41,22 +41,22 @@ class Say(commands.Cog):
         member = interaction.user
         target = channel or self.services.playback.caller_channel(member)
         roles = {r.id for r in getattr(member, "roles", [])}
-        request = await self.services.renders.prepare(
+        request = await self.services.say.prepare(
             interaction.guild_id, interaction.channel_id, member.id, roles, script, voice
         )
         await interaction.response.defer(thinking=True)
-        await self.services.renders.submit(request, target, InteractionReporter(interaction))
+        await self.services.say.submit(request, target, InteractionReporter(interaction))
 
     @say.autocomplete("voice")
     async def say_voice_autocomplete(self, interaction: discord.Interaction, current: str):
-        names = await self.services.voices.names_starting(interaction.guild_id, interaction.user.id, current)
+        names = await self.services.library.names_starting(interaction.guild_id, interaction.user.id, current)
         return [app_commands.Choice(name=n, value=n) for n in names]
 
     @app_commands.command(name="stop")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:
         """Stop speaking now and cancel every render queued in this server."""
-        cancelled = self.services.renders.stop(interaction.guild_id)
+        cancelled = self.services.say.stop(interaction.guild_id)
         await interaction.response.send_message(
             f"Stopped. {cancelled} render(s) cancelled." if cancelled else "Stopped.", allowed_mentions=NO_MENTIONS
         )
@@ -65,14 +65,14 @@ class Say(commands.Cog):
     @app_commands.guild_only()
     async def skip(self, interaction: discord.Interaction) -> None:
         """Skip the narration playing now; the next one in the queue starts."""
-        skipped = self.services.renders.skip(interaction.guild_id)
+        skipped = self.services.say.skip(interaction.guild_id)
         await interaction.response.send_message("Skipped." if skipped else "Nothing is playing.", ephemeral=not skipped)
 
     @app_commands.command(name="queue")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         """Show the renders running and waiting in this server."""
-        lines = self.services.renders.queue_lines(interaction.guild_id)
+        lines = self.services.say.queue_lines(interaction.guild_id)
         text = "\n".join(lines) if lines else "The queue is empty."
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
@@ -89,7 +89,7 @@ class Say(commands.Cog):
     @app_commands.guild_only()
     async def leave(self, interaction: discord.Interaction) -> None:
         """Stop and leave the voice channel."""
-        self.services.renders.stop(interaction.guild_id)
+        self.services.say.stop(interaction.guild_id)
         left = await self.services.playback.leave(interaction.guild)
         await interaction.response.send_message(
             "Left the voice channel." if left else "I am not in a voice channel.", ephemeral=not left
@@ -102,9 +102,9 @@ class Say(commands.Cog):
             return
         if before.channel.id != guild.voice_client.channel.id or not self.services.playback.is_alone(guild):
             return
-        if await self.services.renders.auto_leave_enabled(guild.id):
+        if await self.services.say.auto_leave_enabled(guild.id):
             log.info("Alone in %s (guild %s): leaving", before.channel.id, guild.id)
-            self.services.renders.stop(guild.id)
+            self.services.say.stop(guild.id)
             await self.services.playback.leave(guild)
 
     async def cog_unload(self) -> None:

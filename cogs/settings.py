@@ -58,7 +58,7 @@ class SettingsCog(commands.GroupCog, group_name="settings", group_description="N
         """Set the voice /say uses for members without a locked voice (empty: the model default)."""
         if name:
             name = (
-                await self.bot.services.voices.library_default(interaction.guild_id, interaction.user.id, name)
+                await self.bot.services.library.library_default(interaction.guild_id, interaction.user.id, name)
             ).name
         await self._reply(interaction, default_voice=name)
 

@@ -1,4 +1,4 @@
-"""/voice lock|unlock|show|list|design: a member's own voice identity (glue over `bot.voices` / `bot.identities`)."""
+"""/voice lock|unlock|show|list|design: a member's own voice identity (glue over `bot.services.library` / `bot.services.creation`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your na
 
     @property
     def voices(self):
-        return self.bot.services.voices
+        return self.bot.services.library
 
     async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         names = await self.voices.names_starting(interaction.guild_id, interaction.user.id, current)
@@ -83,7 +83,7 @@ class VoiceCog(commands.GroupCog, group_name="voice", group_description="Your na
     async def design(self, interaction: discord.Interaction, description: str, name: str | None = None) -> None:
         """Design a personal voice from a description; it is locked for you at once."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        voice = await self.bot.services.identities.design(
+        voice = await self.bot.services.creation.design(
             interaction.guild_id, interaction.user.id, name or "mine", description, personal=True
         )
         await interaction.followup.send(

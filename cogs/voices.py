@@ -41,7 +41,7 @@ class VoicesCog(commands.GroupCog, group_name="voices", group_description="Manag
         self, interaction: discord.Interaction, name: str, sample: discord.Attachment, transcript: str, consent: bool
     ) -> None:
         """Clone a voice from a reference clip into the server library."""
-        identities = self.bot.services.identities
+        identities = self.bot.services.creation
         identities.check_upload(sample.size, sample.filename)
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await sample.read()
@@ -58,7 +58,7 @@ class VoicesCog(commands.GroupCog, group_name="voices", group_description="Manag
     async def design(self, interaction: discord.Interaction, name: str, description: str) -> None:
         """Design a library voice from a description."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        voice = await self.bot.services.identities.design(
+        voice = await self.bot.services.creation.design(
             interaction.guild_id, interaction.user.id, name, description, personal=False
         )
         await interaction.followup.send(
@@ -69,14 +69,14 @@ class VoicesCog(commands.GroupCog, group_name="voices", group_description="Manag
     @app_commands.checks.has_permissions(manage_guild=True)
     async def remove(self, interaction: discord.Interaction, name: str) -> None:
         """Remove a voice from the server library (locks on it are released)."""
-        voice = await self.bot.services.voices.remove_library_voice(interaction.guild_id, name)
+        voice = await self.bot.services.library.remove_library_voice(interaction.guild_id, name)
         await interaction.response.send_message(
             f"Removed **{voice.name}**.", ephemeral=True, allowed_mentions=NO_MENTIONS
         )
 
     @remove.autocomplete("name")
     async def remove_autocomplete(self, interaction: discord.Interaction, current: str):
-        voices = await self.bot.services.voices.list(interaction.guild_id, interaction.user.id)
+        voices = await self.bot.services.library.list(interaction.guild_id, interaction.user.id)
         names = [v.name for v in voices if v.scope == "guild" and current.lower() in v.name.lower()]
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 

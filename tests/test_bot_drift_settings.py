@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Services
 from bot.cli.render import build_narrator
 from bot.jobs.queue import Job
 from bot.narration import DriftGuard
 from bot.narration import planning as narrate
+from bot.narration.production import Finished
 from bot.settings import Settings, SettingsError
 from db.engine import open_database
 from tests.clips import voiced_wav_bytes
+from tests.services import services_for
 
 GUILD, ALICE = 10, 1
 
@@ -83,20 +84,20 @@ async def test_a_forcing_threshold_set_in_the_environment_resamples_bot_renders(
         monkeypatch.setenv(name, value)
     settings = Settings.from_env(None)
     db = await open_database(settings.database_url)
-    services = Services(settings, db)
-    services.start_workers()
+    services = services_for(settings, db)
+    await services.start()
     try:
-        voice = await services.identities.clone(
+        voice = await services.creation.clone(
             GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True
         )
         plan = await narrate.plan(
-            "[Calm] Stop right there.", 2000, voice, lambda name: services.voices.resolve(GUILD, ALICE, name)
+            "[Calm] Stop right there.", 2000, voice, lambda name: services.library.resolve(GUILD, ALICE, name)
         )
         finished: list = []
 
         async def work(job: Job, worker) -> None:
-            async for event in narrate.render(worker, settings, plan, job.cancel_event, 1):
-                if isinstance(event, narrate.Finished):
+            async for event in narrate.render(worker.narrator, plan, job.cancel_event, 1):
+                if isinstance(event, Finished):
                     finished.append(event)
 
         job = Job(GUILD, ALICE, work)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
@@ -14,10 +13,10 @@ import pytest_asyncio
 from bot.app import Services
 from bot.jobs.queue import Job, JobQueue
 from bot.narration import Narrator
-from bot.narration import planning as narrate
 from bot.narration.eta import eta_key
 from bot.settings import Settings
 from db.engine import open_database
+from tests.services import services_for
 
 GUILD, CHANNEL, ALICE, BOB, CAROL = 10, 20, 1, 2, 3
 STORED_RATE = 2.5  # compute seconds per second of speech, as if measured on earlier renders
@@ -45,8 +44,7 @@ class Recorder:
 @pytest_asyncio.fixture
 async def services(tiny_bot_settings: Settings):
     db = await open_database(tiny_bot_settings.database_url)
-    services = Services(tiny_bot_settings, db)
-    services.attach(SimpleNamespace(get_guild=lambda _id: None, guilds=[]))  # no voice connection: the render goes on
+    services = services_for(tiny_bot_settings, db)
     yield services
     await services.shutdown()
     await db.close()
@@ -54,7 +52,7 @@ async def services(tiny_bot_settings: Settings):
 
 def _store_speed(services: Services, rate: float) -> Narrator:
     """Persist a measured speed for the worker's model + device, as earlier renders would have."""
-    narrator = narrate.narrator_for(services.workers[0], services.settings)
+    narrator = services.workers[0].narrator
     path = services.settings.data_dir / "eta.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({eta_key(narrator.engine.describe()): {"rate": rate, "renders": 3}}))
@@ -77,7 +75,7 @@ async def test_queued_say_is_told_when_it_starts_and_how_long_it_takes(services:
         BOB: "[Calm] A second script, a little longer, to read aloud slowly. [Pause 1s] [Excited] And a last line!",
         CAROL: "Third.",
     }
-    requests = [await services.renders.prepare(GUILD, CHANNEL, u, set(), text, None) for u, text in scripts.items()]
+    requests = [await services.say.prepare(GUILD, CHANNEL, u, set(), text, None) for u, text in scripts.items()]
     predicted = [narrator.predict_seconds(r.plan.script) for r in requests]
     at_default = Narrator(narrator.engine, outputs_dir=None, eta_path=None)  # nothing measured: real time
     for request, seconds in zip(requests, predicted, strict=True):
@@ -85,7 +83,7 @@ async def test_queued_say_is_told_when_it_starts_and_how_long_it_takes(services:
     assert predicted[1] > predicted[0] > predicted[2] > 0 and sum(predicted) < 89  # small enough to read in seconds
 
     reporters = [Recorder() for _ in requests]
-    jobs = [(await services.renders.enqueue(r, rep))[0] for r, rep in zip(requests, reporters, strict=True)]
+    jobs = [(await services.say.enqueue(r, rep))[0] for r, rep in zip(requests, reporters, strict=True)]
     assert [j.predicted_s for j in jobs] == predicted
     assert reporters[0].statuses == []  # first in line on a free worker: nothing to wait for
     for position, reporter in ((2, reporters[1]), (3, reporters[2])):
@@ -96,7 +94,7 @@ async def test_queued_say_is_told_when_it_starts_and_how_long_it_takes(services:
         assert int(match[2]) == max(1, round(sum(predicted[: position - 1])))  # the renders ahead of it
         assert int(match[3]) == max(1, round(predicted[position - 1]))  # its own
 
-    services.start_workers()
+    await services.start()
     await _until(lambda: reporters[0].statuses and len(reporters[1].statuses) == 2)
     assert reporters[0].statuses[0] == f"Starting… takes about {max(1, round(predicted[0]))} s."
     match = QUEUED.match(reporters[1].statuses[1])  # moved up: now only Alice's (just started) render is ahead
@@ -105,7 +103,7 @@ async def test_queued_say_is_told_when_it_starts_and_how_long_it_takes(services:
     services.queue.cancel(jobs[1])
     services.queue.cancel(jobs[2])
     await jobs[0].done
-    await services.renders.drain(timeout=10)
+    await services.say.drain(timeout=10)
     assert reporters[0].finals and reporters[0].finals[-1].startswith("Done:")
 
 

@@ -11,6 +11,7 @@ from bot.jobs.queue import Job
 from bot.settings import Settings
 from db import repo
 from db.engine import open_database
+from tests.services import services_for
 
 GUILD, CHANNEL, ALICE, BOB = 10, 20, 1, 2
 
@@ -25,17 +26,17 @@ async def services(tmp_path: Path):
         max_queued_per_user=2,
     )
     db = await open_database(settings.database_url)
-    yield Services(settings, db)
+    yield services_for(settings, db)
     await db.close()
 
 
 async def prepare(services: Services, script: str, voice: str | None = None, user: int = ALICE, roles=()):
-    return await services.renders.prepare(GUILD, CHANNEL, user, set(roles), script, voice)
+    return await services.say.prepare(GUILD, CHANNEL, user, set(roles), script, voice)
 
 
 @pytest.mark.asyncio
 async def test_good_script_is_planned_with_its_voices(services: Services) -> None:
-    bob = await services.voices.add(repo.NewVoice(GUILD, BOB, "guild", "preset", "Bob", speaker="ryan"))
+    bob = await services.library.add(repo.NewVoice(GUILD, BOB, "guild", "preset", "Bob", speaker="ryan"))
     request = await prepare(services, "[Calm] Hello. [Pause 0.5s] [@bob] [Excited] Hi!")
     assert request.voice is None and request.plan.voices[None] is None
     assert request.plan.voices["bob"].id == bob.id
@@ -60,7 +61,7 @@ async def test_malformed_scripts_say_where_and_how(services: Services, script: s
 
 @pytest.mark.asyncio
 async def test_unknown_and_foreign_voices(services: Services) -> None:
-    await services.voices.add(repo.NewVoice(GUILD, BOB, "personal", "designed", "secret", timbre=b"\0" * 128))
+    await services.library.add(repo.NewVoice(GUILD, BOB, "personal", "designed", "secret", timbre=b"\0" * 128))
     with pytest.raises(UnknownVoice):
         await prepare(services, "[@ghost] boo")
     with pytest.raises(UnknownVoice):
@@ -94,11 +95,8 @@ async def test_full_queue_is_refused_before_deferring(services: Services) -> Non
 
 @pytest.mark.asyncio
 async def test_skip_drops_the_playing_render_and_stop_clears_the_guild(services: Services) -> None:
-    from types import SimpleNamespace
 
     from bot.voice.source import FRAME_BYTES, SILENCE, PCMStreamSource
-
-    services.attach(SimpleNamespace(get_guild=lambda _id: None))  # no Discord session needed for these paths
     source = PCMStreamSource(prebuffer_s=0, pace=False)
     services.playback._sources[GUILD] = source
 
@@ -111,9 +109,9 @@ async def test_skip_drops_the_playing_render_and_stop_clears_the_guild(services:
     source.feed(playing.id, b"\x01" * FRAME_BYTES * 5)
     source.feed(waiting.id, b"\x02" * FRAME_BYTES * 5)
     assert source.read() == b"\x01" * FRAME_BYTES
-    assert services.renders.skip(GUILD)
+    assert services.say.skip(GUILD)
     assert source.read() == b"\x02" * FRAME_BYTES  # the next render's audio follows at once
     assert playing.cancelled and not waiting.cancelled
-    assert services.renders.stop(GUILD) == 1  # `waiting`; the other guild's job is untouched
+    assert services.say.stop(GUILD) == 1  # `waiting`; the other guild's job is untouched
     assert source.read() == SILENCE and waiting.cancelled and not elsewhere.cancelled
-    assert not services.renders.skip(GUILD)
+    assert not services.say.skip(GUILD)

@@ -11,16 +11,18 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from bot.app import Services
+from bot.app import Services, build_engines
 from bot.errors import BadAttachment, NotYourVoice, UnknownVoice, UserError
-from bot.services.creation import IdentityService
+from bot.narration.identity import vector_bytes, vector_from_bytes
+from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
-from bot.services.library import VoiceService, check_name, vector_bytes, vector_from_bytes
+from bot.services.library import VoiceLibrary, check_name
 from bot.services.progress import MIN_EDIT_INTERVAL_S, InteractionReporter, progress_line
 from bot.settings import Settings
 from bot.voice.attachments import attachment_for
 from db import repo
 from db.engine import open_database
+from tests.services import services_for
 
 GUILD, ALICE, BOB = 10, 1, 2
 
@@ -36,18 +38,18 @@ async def services(tmp_path: Path):
         max_reference_seconds=3,
     )
     db = await open_database(settings.database_url)
-    yield Services(settings, db)
+    yield services_for(settings, db)
     await db.close()
 
 
-async def _add(voices: VoiceService, **kw) -> repo.Voice:
+async def _add(voices: VoiceLibrary, **kw) -> repo.Voice:
     values = {"guild_id": GUILD, "owner_id": ALICE, "scope": "guild", "kind": "preset", "name": "narrator"} | kw
     return await voices.add(repo.NewVoice(**values))
 
 
 @pytest.mark.asyncio
 async def test_resolve_tells_unknown_from_someone_elses(services: Services) -> None:
-    voices = services.voices
+    voices = services.library
     await _add(voices, name="bobs", scope="personal", owner_id=BOB)
     with pytest.raises(NotYourVoice, match="someone else's"):
         await voices.resolve(GUILD, ALICE, "bobs")
@@ -58,7 +60,7 @@ async def test_resolve_tells_unknown_from_someone_elses(services: Services) -> N
 
 @pytest.mark.asyncio
 async def test_say_voice_order_explicit_then_lock_then_default(services: Services) -> None:
-    voices = services.voices
+    voices = services.library
     lib = await _add(voices, name="library")
     mine = await _add(voices, name="mine", scope="personal")
     assert await voices.for_say(GUILD, ALICE, None) is None
@@ -74,11 +76,11 @@ async def test_say_voice_order_explicit_then_lock_then_default(services: Service
 async def test_names_are_checked_and_duplicates_refused(services: Services) -> None:
     with pytest.raises(UserError, match="not a usable voice name"):
         check_name("../../etc/passwd")
-    await _add(services.voices, name="taken")
+    await _add(services.library, name="taken")
     with pytest.raises(UserError, match="already exists"):
-        await services.voices.ensure_free(GUILD, BOB, "guild", "Taken")
-    assert await services.voices.ensure_free(GUILD, BOB, "personal", "taken") == "taken"
-    assert await services.voices.names_starting(GUILD, ALICE, "TA") == ["taken"]
+        await services.library.ensure_free(GUILD, BOB, "guild", "Taken")
+    assert await services.library.ensure_free(GUILD, BOB, "personal", "taken") == "taken"
+    assert await services.library.names_starting(GUILD, ALICE, "TA") == ["taken"]
 
 
 def test_vector_roundtrip() -> None:
@@ -104,7 +106,7 @@ def _wav(seconds: float, sr: int = 16_000) -> bytes:
 
 @pytest.mark.asyncio
 async def test_reference_clip_validation(services: Services) -> None:
-    ids: IdentityService = services.identities
+    ids: VoiceCreation = services.creation
     audio, sr = await ids.decode_reference(_wav(2.0), "ok.wav")
     assert sr == 16_000 and len(audio) == 32_000
     with pytest.raises(BadAttachment, match="not a sound file I can read"):
@@ -122,7 +124,7 @@ async def test_reference_clip_validation(services: Services) -> None:
 @pytest.mark.asyncio
 async def test_clone_refuses_without_consent_before_any_model_work(services: Services) -> None:
     with pytest.raises(UserError, match="consent"):
-        await services.identities.clone(GUILD, ALICE, "x", _wav(2.0), "a.wav", "hello", consent=False)
+        await services.creation.clone(GUILD, ALICE, "x", _wav(2.0), "a.wav", "hello", consent=False)
     assert len(services.queue) == 0
 
 
@@ -213,7 +215,7 @@ async def test_preset_speakers_are_usable_by_name(tmp_path: Path, tiny_custom_vo
         custom_voice_model=str(tiny_custom_voice), database_url=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
     )
     db = await open_database(settings.database_url)
-    voices = VoiceService(db, settings)
+    voices = VoiceLibrary(db, settings, build_engines(settings)[0])
     assert "vivian" in await voices.preset_speakers()
     assert "vivian" in await voices.names_starting(GUILD, ALICE, "viv")
     locked = await voices.lock(GUILD, ALICE, "Vivian")

@@ -30,8 +30,11 @@ def make_settings(tmp_path: Path, **kw) -> Settings:
 
 
 @pytest.mark.asyncio
-async def test_open_bot_loads_every_cog_marks_interrupted_and_closes(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_open_bot_loads_every_cog_marks_interrupted_and_closes(
+    tmp_path: Path, tiny_custom_voice, tiny_base, tiny_voice_design
+) -> None:
+    models = [str(tiny_custom_voice), str(tiny_base), str(tiny_voice_design)]
+    settings = make_settings(tmp_path, custom_voice_model=models[0], base_model=models[1], voice_design_model=models[2])
     db = await open_database(settings.database_url)
     async with db.sessions.begin() as s:
         left = await repo.add_render(s, 1, 2, 3, "[Calm] hello", None)
@@ -49,7 +52,7 @@ async def test_open_bot_loads_every_cog_marks_interrupted_and_closes(tmp_path: P
         for command in top["voices"].commands:  # enforced locally too, not only as a sync-time hint
             assert command.checks, f"/voices {command.name} has no permission check"
         assert len(bot.services.workers) == 1 and bot.services.workers[0].device == "cpu"
-        assert bot.services.workers[0].engines == {}  # no model loaded at start
+        assert bot.services.workers[0].narrator.engine.loaded() == models  # every checkpoint loaded at start
         async with bot.services.db.sessions() as s:
             pending = await repo.unnotified_interrupted(s)
         assert [r.id for r in pending] == [left.id]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bot.cli import main as cli_main
-from bot.services.library import vector_from_bytes
+from bot.narration.identity import vector_from_bytes
 from db import repo
 from db.engine import open_database
 from db.migrate import current, upgrade

@@ -52,8 +52,9 @@ def interaction(user_id: int = ALICE, voice_channel=None) -> SimpleNamespace:
 
 
 @pytest_asyncio.fixture
-async def bot(tmp_path: Path):
+async def bot(tmp_path: Path, tiny_custom_voice):
     settings = Settings(
+        custom_voice_model=str(tiny_custom_voice), base_model=None, voice_design_model=None,
         device="cpu", data_dir=tmp_path / "d", outputs_dir=tmp_path / "o",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",
     )  # fmt: skip
@@ -76,7 +77,7 @@ async def run(bot, command: str, inter, **options) -> None:
 
 @pytest.mark.asyncio
 async def test_voice_lock_show_unlock_list(bot) -> None:
-    await bot.services.voices.add(repo.NewVoice(GUILD, 2, "guild", "preset", "Storyteller", speaker="ryan"))
+    await bot.services.library.add(repo.NewVoice(GUILD, 2, "guild", "preset", "Storyteller", speaker="ryan"))
     i = interaction()
     await run(bot, "voice lock", i, name="storyteller")
     assert i.log[-1][2] is True and "Locked" in i.log[-1][1] and "Storyteller" in i.log[-1][1]
@@ -129,11 +130,11 @@ async def test_settings_and_library_removal(bot) -> None:
     i = interaction()
     await run(bot, "settings auto_leave", i, enabled=False)
     assert "Leave when alone: no" in i.log[-1][1]
-    await bot.services.voices.add(repo.NewVoice(GUILD, ALICE, "personal", "designed", "Mine", timbre=b"\0" * 128))
+    await bot.services.library.add(repo.NewVoice(GUILD, ALICE, "personal", "designed", "Mine", timbre=b"\0" * 128))
     i = interaction()
     await run(bot, "settings default_voice", i, name="mine")
     assert "personal voice" in i.log[-1][1] and i.log[-1][2] is True
-    await bot.services.voices.add(repo.NewVoice(GUILD, 2, "guild", "preset", "Old", speaker="ryan"))
+    await bot.services.library.add(repo.NewVoice(GUILD, 2, "guild", "preset", "Old", speaker="ryan"))
     i = interaction()
     await run(bot, "settings default_voice", i, name="old")
     assert "Default voice: Old" in i.log[-1][1]
@@ -152,7 +153,7 @@ async def test_unexpected_error_is_logged_and_answered_politely(bot, caplog) -> 
     async def broken(*args, **kwargs):
         raise RuntimeError("database on fire")
 
-    bot.services.voices.list = broken
+    bot.services.library.list = broken
     await run(bot, "voice list", i)
     assert "Sorry, something went wrong" in i.log[-1][1] and i.log[-1][2] is True
     assert "database on fire" in caplog.text

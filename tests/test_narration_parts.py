@@ -118,7 +118,7 @@ def test_master_names_never_contain_user_text(tmp_path):
 
 def test_master_writer_finishes_atomically_and_aborts_cleanly(tmp_path):
     audio = np.sin(np.linspace(0, 100, 24000)).astype(np.float32) * 0.5
-    writer = MasterWriter(tmp_path, job_id=3)
+    writer = MasterWriter(tmp_path, 3, 24000)
     assert not writer.path.exists()
     writer.write(audio[:10000])
     writer.write(audio[10000:])
@@ -127,7 +127,7 @@ def test_master_writer_finishes_atomically_and_aborts_cleanly(tmp_path):
     assert sr == 24000 and len(data) == 24000
     assert np.max(np.abs(data - audio)) <= 1 / 32767
     assert json.loads(writer.sidecar_path.read_text())["samples"] == 24000
-    aborted = MasterWriter(tmp_path, job_id=4)
+    aborted = MasterWriter(tmp_path, 4, 24000)
     aborted.write(audio)
     aborted.abort()
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, writer.sidecar_path.name])

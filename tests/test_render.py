@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bot.engine.local import LocalEngine
 from bot.narration import (
     AudioChunk,
     DriftGuard,
     Finished,
     Identity,
-    LocalEngine,
     Narrator,
     Progress,
     parse_script,
 )
+from bot.engine.options import EngineOptions
 from bot.narration.production import SEED_STRIDE
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
@@ -31,8 +32,10 @@ SCRIPT = "[Calm] Hello there. [Pause 0.3s] [Excited] It is here! [@ryan] [Whispe
 @pytest.fixture(scope="module")
 def engine(tiny_custom_voice, tiny_base, tiny_voice_design):
     return LocalEngine(
-        str(tiny_custom_voice), base_model=str(tiny_base), design_model=str(tiny_voice_design), device="cpu",
-        dtype="float32", first_chunk_frames=1, chunk_frames=2,
+        EngineOptions(
+            str(tiny_custom_voice), base_model=str(tiny_base), design_model=str(tiny_voice_design), device="cpu",
+            dtype="float32", first_chunk_frames=1, chunk_frames=2,
+        )
     )  # fmt: skip
 
 
@@ -211,10 +214,10 @@ async def test_eta_is_learned_and_persisted(engine, make_narrator, tmp_path):
 
 
 async def test_engine_loads_lazily_and_keeps_at_most_max_loaded(tiny_custom_voice, tiny_base):
-    engine = LocalEngine(str(tiny_custom_voice), base_model=str(tiny_base), device="cpu", max_loaded=1)
+    engine = LocalEngine(EngineOptions(str(tiny_custom_voice), base_model=str(tiny_base), device="cpu", max_loaded=1))
     assert engine.loaded() == []
     assert engine.speakers() and engine.loaded() == [str(tiny_custom_voice)]
     engine.xvector(np.zeros(24000, np.float32), 24000)
     assert engine.loaded() == [str(tiny_base)]
     with pytest.raises(ValueError, match="max_loaded"):
-        LocalEngine("x", max_loaded=0)
+        EngineOptions("x", max_loaded=0)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bot.narration.identity import DriftGuard, Identity
@@ -42,16 +43,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_narrator(args: argparse.Namespace, settings: Settings):
-    from bot.narration import LocalEngine, Narrator
+    from bot.engine.local import LocalEngine
+    from bot.engine.options import EngineOptions
+    from bot.narration.narrator import Narrator
 
     base = args.base_model or (settings.base_model if args.design else None)
-    engine = LocalEngine(
-        args.model or settings.custom_voice_model,
+    options = replace(
+        EngineOptions.from_settings(settings),
+        custom_voice_model=args.model or settings.custom_voice_model,
         base_model=base,
         design_model=args.design_model or settings.voice_design_model,
-        device=settings.device,
-        dtype=settings.dtype,
+        warm_up=False,  # one render: loading on first use is all the warm-up it needs
     )
+    engine = LocalEngine(options)
     guard = DriftGuard(**settings.drift_guard_options(), enabled=base is not None)
     return Narrator(engine, outputs_dir=settings.outputs_dir, eta_path=settings.data_dir / "eta.json", guard=guard)
 
@@ -132,7 +136,7 @@ async def _run(narrator, script: Script, voices: dict[str | None, Identity], max
     try:
         async for event in narrator.render(script, voices, max_frames=max_frames):
             if isinstance(event, AudioChunk):
-                audio_s += len(event.audio) / 24000
+                audio_s += len(event.audio) / narrator.engine.audio.sample_rate
             elif isinstance(event, Progress):
                 _show(bar, event, audio_s)
             elif isinstance(event, Finished):

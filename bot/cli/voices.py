@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.services.library import check_name, vector_bytes
+from bot.narration.identity import vector_bytes
+from bot.services.library import check_name
 from bot.settings import Settings
 from db import repo
 from db.engine import open_database
@@ -29,23 +30,25 @@ class CheckpointImportError(ValueError):
 
 def inspect_checkpoint(directory: Path, wanted_speaker: str | None, name: str) -> tuple[str, bytes]:
     """Load the checkpoint on the CPU; returns (speaker, timbre bytes). Raises CheckpointImportError."""
-    import torch
-
-    from qwen_tts import QwenTTS
+    from bot.engine.local import LocalEngine
+    from bot.engine.options import EngineOptions
+    from bot.engine.protocol import EngineError
 
     if not (directory / "config.json").is_file():
         raise CheckpointImportError(f"{directory} has no config.json: point at the folder the fine-tuning run wrote")
+    engine = LocalEngine(EngineOptions(str(directory), device="cpu", dtype="float32", speed_path=False, warm_up=False))
     try:
-        tts = QwenTTS.from_pretrained(str(directory), device="cpu", dtype=torch.float32)
-    except Exception as exc:  # any load failure is reported the same way: the folder is not a usable checkpoint
+        info = engine.checkpoint()
+        if info.model_type != "custom_voice":
+            raise CheckpointImportError(
+                f"{directory} is a {info.model_type} checkpoint; a fine-tuned voice must be custom_voice"
+            )
+        speaker = _pick_speaker(list(info.speakers), wanted_speaker, name)
+        return speaker, vector_bytes(engine.speaker_row(str(directory), speaker))
+    except EngineError as exc:
         raise CheckpointImportError(f"{directory} does not load as a Qwen3-TTS checkpoint: {exc}") from exc
-    if tts.model_type != "custom_voice":
-        raise CheckpointImportError(
-            f"{directory} is a {tts.model_type} checkpoint; a fine-tuned voice must be custom_voice"
-        )
-    speakers = list(tts.speakers)
-    speaker = _pick_speaker(speakers, wanted_speaker, name)
-    return speaker, vector_bytes(tts.speaker_row(speaker).numpy())
+    finally:
+        engine.close()
 
 
 def _pick_speaker(speakers: list[str], wanted: str | None, name: str) -> str:

@@ -1,12 +1,9 @@
-"""The engine seam: "a speech segment + a locked identity -> a stream of 24 kHz chunks", plus x-vectors and designs.
+"""`LocalEngine`: the `Engine` seam over our `qwen_tts` on this machine's device (one engine per GPU).
 
-Every method here is blocking and runs on the inference worker's compute thread (never on the event loop). The
-render layer (`render.py`) only sees the `Engine` protocol, so a remote engine (an inference server) can replace
-`LocalEngine` later without touching the render, the masters or the bot.
-
-`LocalEngine` drives our `qwen_tts` package. Checkpoints load lazily, once each, on first use: the CustomVoice model
-for every render, the Base model only for x-vectors (cloning, designing, the drift guard), the VoiceDesign model only
-for designing.
+`start()` loads every configured checkpoint (CustomVoice for every render, Base for x-vectors, VoiceDesign for
+designs) and warms each up with one short generation, so the first `/say` pays no load time; the log says what
+loaded, where, and how long it took. A checkpoint needed later (a fine-tuned voice's own) loads on first use; beyond
+`max_loaded` the least recently used one is dropped.
 """
 
 from __future__ import annotations
@@ -16,63 +13,33 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from bot.narration.identity import Identity
+from bot.engine.options import EngineOptions
+from bot.engine.protocol import AudioFormat, Capabilities, CheckpointInfo, EngineError, SpeechRequest
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-SAMPLES_PER_FRAME = 1920
-FRAME_RATE = 12.5
-
-
-@dataclass(frozen=True)
-class EngineRequest:
-    text: str
-    identity: Identity
-    instruct: str | None  # delivery only; the timbre comes from the identity
-    seed: int
-    max_frames: int  # hard cap on 80 ms frames (long generations run on; reference §7)
-    latency_critical: bool = True  # nothing is playing yet: start with small chunks (else: big ones, cheaper)
-
-
-class Engine(Protocol):
-    sample_rate: int
-
-    def stream(self, request: EngineRequest, stop: Callable[[], bool]) -> Iterator[np.ndarray]:
-        """(n,) float32 24 kHz chunks while frames are generated; ends early once `stop()` is true."""
-        ...
-
-    def xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
-        """(hidden,) float32 x-vector of `audio`, or None when the engine has no speaker encoder."""
-        ...
-
-    def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:
-        """(n,) float32 24 kHz anchor clip of `text` spoken by a voice designed from `description`."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """Models, device and dtype, for sidecars and the ETA key."""
-        ...
-
-    @property
-    def custom_voice_model(self) -> str: ...
-
-    @property
-    def has_speaker_encoder(self) -> bool:
-        """Whether `xvector` works (a Base checkpoint is configured); the drift guard needs it."""
-        ...
+WARM_UP_TEXT = "Hello."
+WARM_UP_FRAMES = 4
 
 
 def resolve_device(device: str) -> str:
+    """`auto` -> cuda when there is one, else cpu; a device this machine lacks is an EngineError naming it."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise EngineError(f"NARRATOR_DEVICE must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EngineError(f"NARRATOR_DEVICE is {device} but torch sees no CUDA GPU here; use auto or cpu")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise EngineError(f"NARRATOR_DEVICE is {device} but this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -83,53 +50,49 @@ def resolve_dtype(dtype: str, device: str):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if dtype not in names:
-        raise ValueError(f"dtype must be auto or one of {sorted(names)}, got {dtype!r}")
+        raise EngineError(f"NARRATOR_DTYPE must be auto or one of {', '.join(sorted(names))}, not {dtype!r}")
     return names[dtype]
 
 
 class LocalEngine:
-    """Our `qwen_tts` on this machine's device. Use from one thread at a time (the worker's compute thread)."""
+    """Our `qwen_tts` on this machine. Thread-safe: loading is locked; generation steps run on the callers' threads."""
 
-    sample_rate = SAMPLE_RATE
-
-    def __init__(
-        self,
-        custom_voice_model: str,
-        *,
-        base_model: str | None = None,
-        design_model: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        first_chunk_frames: int = 2,
-        chunk_frames: int = 16,
-        max_loaded: int = 4,
-    ) -> None:
-        if max_loaded < 1:
-            raise ValueError(f"max_loaded must be >= 1 checkpoint, got {max_loaded}")
-        if first_chunk_frames < 1 or chunk_frames < 1:
-            raise ValueError(f"chunk sizes must be >= 1 frame, got {first_chunk_frames} and {chunk_frames}")
-        self._custom_voice_model = str(custom_voice_model)
-        self.base_model = None if base_model is None else str(base_model)
-        self.design_model = None if design_model is None else str(design_model)
-        self.device_name = device
-        self.dtype_name = dtype
-        self.first_chunk_frames = first_chunk_frames
-        self.chunk_frames = chunk_frames
-        self.max_loaded = max_loaded
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
         self._models: OrderedDict[str, Any] = OrderedDict()  # least recently used first
-        self._load_lock = threading.Lock()  # loading is the one thing two threads might race on
+        self._load_lock = threading.RLock()  # loading is the one thing two threads might race on
+        self.capabilities = Capabilities(
+            speaker_encoder=options.base_model is not None,
+            voice_design=options.design_model is not None,
+            max_streams=options.max_streams,
+        )
+
+    # -- facts -------------------------------------------------------------------------------------------------------
 
     @property
     def custom_voice_model(self) -> str:
-        return self._custom_voice_model
+        return self.options.custom_voice_model
+
+    @property
+    def base_model(self) -> str | None:
+        return self.options.base_model
+
+    @property
+    def design_model(self) -> str | None:
+        return self.options.design_model
 
     @property
     def has_speaker_encoder(self) -> bool:
-        return self.base_model is not None
+        return self.capabilities.speaker_encoder
 
     @property
     def device(self) -> str:
-        return resolve_device(self.device_name)
+        return resolve_device(self.options.device)
+
+    @property
+    def audio(self) -> AudioFormat:
+        codec = self.model(self.custom_voice_model).codec.config
+        return AudioFormat(codec.output_sample_rate, codec.decode_upsample_rate, codec.frame_rate)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -138,15 +101,69 @@ class LocalEngine:
             "base_model": self.base_model,
             "design_model": self.design_model,
             "device": self.device,
-            "dtype": str(resolve_dtype(self.dtype_name, self.device)).removeprefix("torch."),
+            "dtype": str(resolve_dtype(self.options.dtype, self.device)).removeprefix("torch."),
         }
+
+    def checkpoint(self, model: str | None = None) -> CheckpointInfo:
+        name = model or self.custom_voice_model
+        tts = self.model(name)
+        return CheckpointInfo(
+            model=name,
+            model_type=tts.model_type,
+            speakers=tuple(tts.speakers),
+            languages=tuple(tts.languages),
+            supports_instruct=tts.supports_instruct,
+            hidden_size=tts.hidden_size,
+        )
+
+    def speakers(self, model: str | None = None) -> list[str]:
+        return list(self.checkpoint(model).speakers)
+
+    def speaker_row(self, model: str, speaker: str) -> np.ndarray:
+        return self.model(model).speaker_row(speaker).detach().float().cpu().numpy()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load and warm up every configured checkpoint (errors name the checkpoint and what to do)."""
+        started = time.perf_counter()
+        for name in self._configured():
+            self.model(name)
+            if self.options.warm_up:
+                self._warm_up(name)
+        log.info(
+            "engine on %s ready in %.1f s: %s", self.device, time.perf_counter() - started, ", ".join(self.loaded())
+        )
+
+    def close(self) -> None:
+        with self._load_lock:
+            self._evict(0)
+
+    def _configured(self) -> list[str]:
+        names = [self.custom_voice_model, self.base_model, self.design_model]
+        return [n for n in dict.fromkeys(names) if n is not None]
+
+    def _warm_up(self, name: str) -> None:
+        import torch
+
+        tts = self.model(name)
+        started = time.perf_counter()
+        if tts.model_type == "base":
+            self.xvector(np.zeros(tts.sample_rate, dtype=np.float32), tts.sample_rate)
+        else:
+            speaker = tts.speakers[0] if tts.speakers else None
+            instruct = "Calm." if tts.model_type == "voice_design" else None
+            synth = self._synthesis(tts, WARM_UP_TEXT, "auto", speaker, None, instruct, WARM_UP_FRAMES)
+            with torch.inference_mode():
+                tts.synthesize(synth, torch.Generator(device=tts.device).manual_seed(0))
+        log.info("warmed up %s in %.2f s", name, time.perf_counter() - started)
 
     def model(self, name: str):
         """The loaded `QwenTTS` for checkpoint `name`: loaded on first use; beyond `max_loaded` checkpoints (say,
         many fine-tuned voices) the least recently used one is dropped to free its memory."""
         with self._load_lock:
             if name not in self._models:
-                self._evict(self.max_loaded - 1)
+                self._evict(self.options.max_loaded - 1)
                 self._models[name] = self._load(name)
             self._models.move_to_end(name)
             return self._models[name]
@@ -155,9 +172,20 @@ class LocalEngine:
         from qwen_tts import QwenTTS
 
         device = self.device
+        dtype = resolve_dtype(self.options.dtype, device)
         started = time.perf_counter()
-        tts = QwenTTS.from_pretrained(name, device=device, dtype=resolve_dtype(self.dtype_name, device))
-        log.info("loaded %s (%s) on %s in %.1f s", name, tts.model_type, device, time.perf_counter() - started)
+        try:
+            tts = QwenTTS.from_pretrained(
+                name,
+                device=device,
+                dtype=dtype,
+                cuda_graphs=self.options.speed_path and not self.options.eager,
+                cpu_threads=self.options.cpu_threads,
+            )
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"the checkpoint {name} cannot be loaded: {exc}") from exc
+        log.info("loaded %s (%s) on %s, %s, in %.1f s", name, tts.model_type, device, str(dtype).removeprefix("torch."),
+                 time.perf_counter() - started)  # fmt: skip
         if tts.model_type == "custom_voice" and not tts.supports_instruct:
             log.warning("%s does not take instructions: emotion tags will not change the delivery", name)
         return tts
@@ -165,7 +193,7 @@ class LocalEngine:
     def _evict(self, keep: int) -> None:
         while len(self._models) > keep:
             name, _ = self._models.popitem(last=False)
-            log.info("unloaded %s (keeping at most %d checkpoints)", name, self.max_loaded)
+            log.info("unloaded %s (keeping at most %d checkpoints)", name, self.options.max_loaded)
         if self.device.startswith("cuda"):
             import torch
 
@@ -174,20 +202,23 @@ class LocalEngine:
     def loaded(self) -> list[str]:
         return list(self._models)
 
-    def speakers(self, model: str | None = None) -> list[str]:
-        return self.model(model or self.custom_voice_model).speakers
+    def speed_path_requested(self, name: str | None = None) -> bool:
+        """Whether the loaded checkpoint was asked for the speed path (NARRATOR_COMPILE reaches the model)."""
+        return bool(self.model(name or self.custom_voice_model).cuda_graphs)
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
-    def stream(self, request: EngineRequest, stop: Callable[[], bool]) -> Iterator[np.ndarray]:
+    def stream(self, request: SpeechRequest, stop: Callable[[], bool]) -> Iterator[np.ndarray]:
         import torch
 
-        tts = self.model(request.identity.model)
-        synth = self._synthesis_request(tts, request)
+        tts = self.model(request.model)
+        instruct = request.instruct if tts.supports_instruct else None  # 0.6B: dropped (warned once at load)
+        synth = self._synthesis(tts, request.text, request.language, request.speaker, request.vector, instruct,
+                                request.max_frames)  # fmt: skip
         generator = torch.Generator(device=tts.device).manual_seed(request.seed)
         decoder = tts.codec.stream_decoder()
         pending: list[torch.Tensor] = []
-        size = self.first_chunk_frames if request.latency_critical else self.chunk_frames
+        size = self.options.first_chunk_frames if request.latency_critical else self.options.chunk_frames
         # No inference_mode block here: it would leak into the caller across yields; qwen_tts's frame loop and the
         # streaming decoder disable autograd themselves.
         for codes in tts.generate_codes(synth, generator):
@@ -198,7 +229,7 @@ class LocalEngine:
                 yield self._decode(tts, decoder, pending)
                 # Small first chunks for latency, then doubling up to chunk_frames: once playback has a head start,
                 # fewer and larger decoder pushes cost less (the stop check stays per frame either way).
-                pending, size = [], min(2 * size, self.chunk_frames)
+                pending, size = [], min(2 * size, self.options.chunk_frames)
         if pending and not stop():
             yield self._decode(tts, decoder, pending)
 
@@ -206,27 +237,24 @@ class LocalEngine:
     def _decode(tts, decoder, frames: list) -> np.ndarray:
         import torch
 
-        audio = decoder.push(torch.stack(frames).to(tts.codec.device))  # (n * 1920,)
+        audio = decoder.push(torch.stack(frames).to(tts.codec.device))  # (n * samples_per_frame,)
         return audio.detach().float().cpu().numpy()
 
     @staticmethod
-    def _synthesis_request(tts, request: EngineRequest):
+    def _synthesis(tts, text, language, speaker, vector, instruct, max_frames):
         import torch
 
         from qwen_tts import SynthesisRequest
 
-        identity = request.identity
-        vector = None
-        if identity.vector is not None:
-            vector = torch.tensor(identity.vector, dtype=torch.float32, device=tts.device)
+        tensor = None if vector is None else torch.tensor(vector, dtype=torch.float32, device=tts.device)
         return SynthesisRequest(
-            request.text,
-            language=identity.language,
-            speaker=identity.speaker,
-            speaker_vector=vector,
-            instruct=request.instruct if tts.supports_instruct else None,  # 0.6B: dropped (warned once at load)
+            text,
+            language=language,
+            speaker=speaker,
+            speaker_vector=tensor,
+            instruct=instruct,
             sampling=tts.default_sampling(),
-            max_frames=request.max_frames,
+            max_frames=max_frames or None,
         )
 
     # -- identities --------------------------------------------------------------------------------------------------
@@ -242,15 +270,11 @@ class LocalEngine:
 
     def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:
         if self.design_model is None:
-            raise ValueError("designing a voice needs a VoiceDesign checkpoint: set NARRATOR_DESIGN_MODEL")
+            raise EngineError("designing a voice needs a VoiceDesign checkpoint: set NARRATOR_DESIGN_MODEL")
         import torch
 
-        from qwen_tts import SynthesisRequest
-
         tts = self.model(self.design_model)
-        synth = SynthesisRequest(
-            text, language=language, instruct=description, sampling=tts.default_sampling(), max_frames=max_frames
-        )
+        synth = self._synthesis(tts, text, language, None, None, description, max_frames)
         generator = torch.Generator(device=tts.device).manual_seed(seed)
         with torch.inference_mode():
             return tts.synthesize(synth, generator)

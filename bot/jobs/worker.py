@@ -2,7 +2,8 @@
 
 Jobs come from the shared `JobQueue`. Each job's `work(job, worker)` coroutine runs on the event loop and pushes its
 blocking model steps to `worker.compute(fn, ...)`, which runs them one at a time on this worker's single dedicated
-thread (so the model is never used from two threads, and the loop never blocks). A job ends when its work returns,
+thread (so the model is never used from two threads, and the loop never blocks). `worker.narrator` is the
+`Narrator` over this worker's engine, bound once by the composition root (`bot.app`). A job ends when its work returns,
 raises, is cancelled (`/stop`, `/skip`: the worker stops waiting at once, and the compute thread sees
 `job.cancel_event` at its next step) or runs past `job_timeout_s`.
 """
@@ -16,9 +17,12 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.jobs.queue import Job, JobQueue
+
+if TYPE_CHECKING:
+    from bot.narration.narrator import Narrator
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +51,22 @@ class InferenceWorker:
         self.name = name
         self.job_timeout_s = job_timeout_s
         self.current: Job | None = None
-        self.engines: dict[str, Any] = {}  # engine cache owned by this worker, filled lazily by the jobs
+        self.narrator: Narrator | None = None  # bound by `bind`; jobs that need the model use it
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"compute-{name}", initializer=yield_cpu_to_voice
         )
         self._task: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def bind(self, narrator: Narrator) -> None:
+        """The narrator (over this worker's engine) whose blocking steps run on this worker's thread."""
+        self.narrator = narrator
+
+    async def start_engine(self) -> None:
+        """Load and warm up every checkpoint of this worker's engine, on its compute thread."""
+        if self.narrator is not None:
+            await self.compute(self.narrator.engine.start)
 
     def start(self) -> None:
         assert self._task is None, "worker already started"
@@ -72,7 +85,6 @@ class InferenceWorker:
                 await self._task
             self._task = None
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
-        self.engines.clear()
 
     # -- what jobs call ----------------------------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ Identities (frozen, JSON-serialisable; `Identity.to_dict()` / `Identity.from_dic
 
 The service (one per inference worker; the worker owns the GPU thread)::
 
-    engine = LocalEngine(custom_voice_model, base_model=None, design_model=None, device="auto", dtype="auto",
-                         first_chunk_frames=2, chunk_frames=16, max_loaded=4)
+    engine = LocalEngine(EngineOptions(custom_voice_model, base_model=None, design_model=None, device="auto"))
+    # bot.engine: any `Engine` works here (the local one over qwen_tts, a remote one, a scripted one in tests).
     # Checkpoints load lazily (CustomVoice on the first render, Base for x-vectors, VoiceDesign only to design;
     # fine-tuned voices load their own checkpoint), least recently used dropped beyond max_loaded. Chunks start at
     # 2 frames (160 ms, low latency) and double up to 16 while nothing has played yet; later segments use 16 (the
@@ -68,7 +68,6 @@ __all__ = [
     "DriftGuard",
     "Finished",
     "Identity",
-    "LocalEngine",
     "Narrator",
     "Pause",
     "Progress",
@@ -89,7 +88,6 @@ _WHERE = {
     "Identity": "bot.narration.identity",
     "DriftGuard": "bot.narration.identity",
     "VoiceLock": "bot.narration.identity",
-    "LocalEngine": "bot.engine.local",
     "Narrator": "bot.narration.narrator",
     "AudioChunk": "bot.narration.narrator",
     "Progress": "bot.narration.narrator",

@@ -21,6 +21,15 @@ import numpy as np
 KINDS = ("preset", "designed", "cloned", "finetuned")
 
 
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A timbre vector as stored in the database: little-endian float32."""
+    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+
+def vector_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4").copy()
+
+
 def _as_vector(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None

@@ -1,4 +1,4 @@
-"""Masters: the rendered track as a 24 kHz WAV under the outputs folder, plus a JSON sidecar; FLAC/Opus export.
+"""Masters: the rendered track as a WAV (at the engine's rate, 24 kHz) under the outputs folder, plus a JSON sidecar; FLAC/Opus export.
 
 File names are made of the UTC time, the job id (only if it is a plain id) and random hex: user text never becomes
 a path. The WAV is written chunk by chunk to a `.part` file as audio is produced (each chunk travels forward once)
@@ -21,7 +21,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
 _SAFE_JOB = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 EXPORTS = {"wav": ("WAV", "PCM_16", ".wav"), "flac": ("FLAC", "PCM_16", ".flac"), "opus": ("OGG", "OPUS", ".ogg")}
 
@@ -43,7 +42,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 class MasterWriter:
     """Streams float32 chunks into `<outputs>/<day>/<stem>.wav.part`; `finish` renames it and writes the sidecar."""
 
-    def __init__(self, outputs_dir: Path, job_id: object | None = None) -> None:
+    def __init__(self, outputs_dir: Path, job_id: object | None, sample_rate: int) -> None:
         import soundfile as sf
 
         day, stem = master_stem(job_id)
@@ -52,7 +51,7 @@ class MasterWriter:
         self.path = folder / f"{stem}.wav"
         self.sidecar_path = folder / f"{stem}.json"
         self._part = folder / f".{stem}.wav.part"
-        self._file = sf.SoundFile(str(self._part), "w", SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+        self._file = sf.SoundFile(str(self._part), "w", sample_rate, 1, subtype="PCM_16", format="WAV")
         self.samples = 0
 
     def write(self, audio: np.ndarray) -> None:

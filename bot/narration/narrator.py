@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bot.engine.local import SAMPLE_RATE, Engine
+from bot.engine.protocol import Engine
 from bot.narration.eta import EtaStore, RenderEta, eta_key
 from bot.narration.identity import DriftGuard, Identity, VoiceLock
 from bot.narration.production import (
@@ -63,7 +63,7 @@ class Narrator:
         self.outputs_dir = None if outputs_dir is None else Path(outputs_dir)
         self.guard = guard if guard is not None else DriftGuard()
         self.eta_store = EtaStore(eta_path)
-        self.fade_samples = max(1, int(fade_ms * SAMPLE_RATE / 1000))
+        self.fade_ms = fade_ms
         self._executor: ThreadPoolExecutor | None = None
         self._compute = compute if compute is not None else self._own_thread
 
@@ -108,7 +108,7 @@ class Narrator:
     ) -> AsyncIterator[RenderEvent]:
         """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
         plan = self.plan(script, voices)
-        options = RenderOptions(self.outputs_dir if keep_master else None, self.guard, self.fade_samples, max_frames)
+        options = RenderOptions(self.outputs_dir if keep_master else None, self.guard, self.fade_ms, max_frames)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         closed = threading.Event()
@@ -166,14 +166,15 @@ class Narrator:
         if not description:
             raise ValueError("describe the voice, e.g. 'a warm, low male voice, calm and slow'")
         text = anchor_text or ANCHOR_TEXTS.get(language.lower(), ANCHOR_TEXTS["auto"])
-        clip, vector = await self._compute(self._design_step, description, text, language, seed, max_frames)
+        clip, vector, rate = await self._compute(self._design_step, description, text, language, seed, max_frames)
         identity = Identity(name, "designed", self.engine.custom_voice_model, vector=vector, language=language,
                             seed=seed, description=description)  # fmt: skip
-        return VoiceLock(identity, clip, SAMPLE_RATE)
+        return VoiceLock(identity, clip, rate)
 
     def _design_step(self, description: str, text: str, language: str, seed: int, max_frames: int):
         clip = self.engine.design_clip(description, text, language, seed, max_frames)
-        return clip, self._require_xvector(clip, SAMPLE_RATE)
+        rate = self.engine.audio.sample_rate
+        return clip, self._require_xvector(clip, rate), rate
 
     async def clone_voice(self, audio: np.ndarray, sample_rate: int, transcript: str, name: str, *,
                           language: str = "auto", seed: int = 0, ref_clip: str | None = None) -> VoiceLock:  # fmt: skip
@@ -197,9 +198,8 @@ class Narrator:
         return vector
 
 
-def _speakers_of(engine: Engine, model: str) -> list[str] | None:
-    speakers = getattr(engine, "speakers", None)
-    return None if speakers is None else [s.lower() for s in speakers(model)]
+def _speakers_of(engine: Engine, model: str) -> list[str]:
+    return [s.lower() for s in engine.checkpoint(model).speakers]
 
 
 async def _next_event(events: asyncio.Queue, stop: Callable[[], bool]) -> object:

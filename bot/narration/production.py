@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.engine.local import FRAME_RATE, SAMPLE_RATE, Engine, EngineRequest
+from bot.engine.protocol import Engine, SpeechRequest
 from bot.narration import emotions
 from bot.narration.eta import EtaStore, RenderEta, eta_key
 from bot.narration.identity import DriftGuard, Identity, lock_score
@@ -80,7 +80,7 @@ class SegmentReport:
 class RenderOptions:
     outputs_dir: Path | None  # None: keep no master (stream only)
     guard: DriftGuard
-    fade_samples: int
+    fade_ms: float  # crossfade at joins
     max_frames: int | None  # user cap per segment, on top of the length-based one
 
 
@@ -98,7 +98,6 @@ class Production:
     ) -> None:
         self.engine, self.script, self.plan, self.options = engine, script, plan, options
         self.eta_store, self.emit, self.stop, self.job_id = eta_store, emit, stop, job_id
-        self.joiner = Joiner(options.fade_samples)
         self.reports: list[SegmentReport] = []
         self.timings = {"model_s": 0.0, "guard_s": 0.0}
         self.samples_out = 0
@@ -109,11 +108,14 @@ class Production:
 
     def run(self) -> Finished | None:
         self.started = time.perf_counter()
+        audio = self.engine.audio  # read here, on the compute thread: it may load the checkpoint
+        self.rate, self.frame_rate = audio.sample_rate, audio.frame_rate  # Hz of every chunk, master and sidecar
+        self.joiner = Joiner(max(1, int(self.options.fade_ms * self.rate / 1000)))
         key = eta_key(self.engine.describe())
         self.eta = RenderEta(sum(self.units), self.eta_store.rate(key))
         try:
             if self.options.outputs_dir is not None:
-                self.writer = MasterWriter(self.options.outputs_dir, self.job_id)
+                self.writer = MasterWriter(self.options.outputs_dir, self.job_id, self.rate)
             for index, (item, identity) in enumerate(self.plan):
                 self._check_stop()
                 self._progress(index, 0.0)
@@ -159,9 +161,9 @@ class Production:
     # -- pauses and speech -------------------------------------------------------------------------------------------
 
     def _pause(self, index: int, pause: Pause) -> None:
-        samples = int(round(pause.seconds * SAMPLE_RATE))
+        samples = int(round(pause.seconds * self.rate))
         self._out(self.joiner.pause(samples))
-        self.reports.append(SegmentReport(index, "pause", seconds=samples / SAMPLE_RATE))
+        self.reports.append(SegmentReport(index, "pause", seconds=samples / self.rate))
 
     def _speech(self, index: int, speech: Speech, identity: Identity) -> None:
         report = SegmentReport(index, "speech", voice=speech.voice, text=speech.text)
@@ -174,11 +176,11 @@ class Production:
             parts.append(chunk)
             self._out(self.joiner.push(chunk))
             if time.perf_counter() - self._last_progress >= PROGRESS_EVERY_S:
-                self._progress(index, sum(len(p) for p in parts) / SAMPLE_RATE)
+                self._progress(index, sum(len(p) for p in parts) / self.rate)
         self._check_stop()
         self._out(self.joiner.end_piece())
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        report.seconds = len(audio) / SAMPLE_RATE
+        report.seconds = len(audio) / self.rate
         report.lock_score = self._score(audio, reference)
         self.reports.append(report)
 
@@ -195,11 +197,11 @@ class Production:
         guard = self.options.guard
         retries = guard.max_retries if reference is not None and guard.probe_seconds > 0 else 0
         probe_s = max(guard.probe_seconds, MIN_SCORED_SECONDS) if guard.probe_seconds > 0 else 0.0
-        probe_samples = int(probe_s * SAMPLE_RATE) if reference is not None else 0
+        probe_samples = int(probe_s * self.rate) if reference is not None else 0
         for attempt in range(retries + 1):
             report.seed, report.attempts = identity.seed + attempt * SEED_STRIDE, attempt + 1
-            request = EngineRequest(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech),
-                                    latency_critical=self.samples_out == 0)  # fmt: skip
+            request = speech_request(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech),
+                                     latency_critical=self.samples_out == 0)  # fmt: skip
             stream = self._timed(self.engine.stream(request, self.stop))
             held = _take(stream, probe_samples)
             self._check_stop()
@@ -219,7 +221,7 @@ class Production:
 
     def _frame_cap(self, speech: Speech) -> int:
         # Generous for slow speech, but bounded: untamed generations can run on (reference §7).
-        cap = int(FRAME_RATE * (2.0 * estimate_seconds(speech.text) + 4.0))
+        cap = int(self.frame_rate * (2.0 * estimate_seconds(speech.text) + 4.0))
         return min(cap, self.options.max_frames) if self.options.max_frames else cap
 
     def _timed(self, stream: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -240,10 +242,10 @@ class Production:
                 close()
 
     def _score(self, audio: np.ndarray, reference: tuple[float, ...] | None) -> float | None:
-        if reference is None or len(audio) < MIN_SCORED_SECONDS * SAMPLE_RATE:
+        if reference is None or len(audio) < MIN_SCORED_SECONDS * self.rate:
             return None
         started = time.perf_counter()
-        vector = self.engine.xvector(audio, SAMPLE_RATE)
+        vector = self.engine.xvector(audio, self.rate)
         self.timings["guard_s"] += time.perf_counter() - started
         return None if vector is None else lock_score(vector, reference)
 
@@ -255,7 +257,7 @@ class Production:
         units = sum(self.units)
         if units > 0:
             self.eta_store.update(key, total / units)
-        audio_s = self.samples_out / SAMPLE_RATE
+        audio_s = self.samples_out / self.rate
         master = sidecar = None
         if self.writer is not None:
             master = self.writer.finish(self._sidecar(audio_s))
@@ -271,7 +273,7 @@ class Production:
             "version": 1,
             "job_id": None if self.job_id is None else str(self.job_id),
             "script": self.script.source,
-            "sample_rate": SAMPLE_RATE,
+            "sample_rate": self.rate,
             "audio_seconds": audio_s,
             "engine": self.engine.describe(),
             "guard": asdict(self.options.guard),
@@ -279,6 +281,22 @@ class Production:
             "segments": [vars(r) | {"identity": _identity_id(self.plan[r.index][1])} for r in self.reports],
             "timings": dict(self.timings),
         }
+
+
+def speech_request(text: str, identity: Identity, instruct: str | None, seed: int, max_frames: int,
+                   latency_critical: bool) -> SpeechRequest:  # fmt: skip
+    """What the engine needs of a locked identity: the timbre (model, speaker row or vector) and the language."""
+    return SpeechRequest(
+        text,
+        identity.model,
+        language=identity.language,
+        speaker=identity.speaker,
+        vector=identity.vector,
+        instruct=instruct,
+        seed=seed,
+        max_frames=max_frames,
+        latency_critical=latency_critical,
+    )
 
 
 def _identity_id(identity: Identity | None) -> str | None:

@@ -17,11 +17,13 @@ import numpy as np
 from bot.errors import BadAttachment, UserError
 from bot.jobs.queue import Job
 from bot.narration import planning as narrate
-from bot.services.library import vector_bytes
+from bot.narration.identity import vector_bytes
 from db import repo
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.jobs.queue import JobQueue
+    from bot.services.library import VoiceLibrary
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,11 @@ def audio_problem(error: Exception) -> str:
     return AUDIO_PROBLEMS.get(kind, f"cannot be used ({error})")
 
 
-class IdentityService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.settings = services.settings
+class VoiceCreation:
+    def __init__(self, settings: Settings, library: VoiceLibrary, queue: JobQueue) -> None:
+        self.settings = settings
+        self.library = library
+        self.queue = queue
 
     # -- cloning -----------------------------------------------------------------------------------------------------
 
@@ -84,13 +87,13 @@ class IdentityService:
             raise UserError("Register a voice only with the speaker's consent: set `consent` to True to confirm it.")
         if not transcript.strip():
             raise UserError("Give the `transcript`: the exact words spoken in the clip.")
-        name = await self.services.voices.ensure_free(guild_id, admin_id, "guild", name)
+        name = await self.library.ensure_free(guild_id, admin_id, "guild", name)
         audio, sr = await self.decode_reference(data, filename)
         cloned = await self._on_worker(
-            guild_id, admin_id, "clone", lambda w: narrate.clone(w, self.settings, audio, sr, transcript, name)
+            guild_id, admin_id, "clone", lambda w: narrate.clone(w.narrator, audio, sr, transcript, name)
         )
-        clip = self.services.voices.clip_path(guild_id)
-        await asyncio.to_thread(_write_wav_atomic, clip, cloned.audio, cloned.sample_rate)
+        clip = self.library.clip_path(guild_id)
+        await asyncio.to_thread(_write_wav_atomic, clip, cloned.clip, cloned.sample_rate)
         new = repo.NewVoice(
             guild_id=guild_id,
             owner_id=admin_id,
@@ -101,9 +104,9 @@ class IdentityService:
             ref_clip_path=str(clip),
             transcript=transcript.strip(),
             consent=True,
-            timbre=vector_bytes(cloned.vector),
+            timbre=vector_bytes(np.asarray(cloned.identity.vector, dtype=np.float32)),
         )
-        return await self.services.voices.add(new)
+        return await self.library.add(new)
 
     # -- designing ---------------------------------------------------------------------------------------------------
 
@@ -112,12 +115,12 @@ class IdentityService:
         if not 3 <= len(description) <= 500:
             raise UserError("Describe the voice in 3 to 500 characters, e.g. `a warm, low male voice, calm and slow`.")
         scope = "personal" if personal else "guild"
-        name = await self.services.voices.ensure_free(guild_id, user_id, scope, name)
+        name = await self.library.ensure_free(guild_id, user_id, scope, name)
         designed = await self._on_worker(
-            guild_id, user_id, "design", lambda w: narrate.design(w, self.settings, description, name)
+            guild_id, user_id, "design", lambda w: narrate.design(w.narrator, description, name)
         )
-        clip = self.services.voices.clip_path(guild_id)
-        await asyncio.to_thread(_write_wav_atomic, clip, designed.audio, designed.sample_rate)
+        clip = self.library.clip_path(guild_id)
+        await asyncio.to_thread(_write_wav_atomic, clip, designed.clip, designed.sample_rate)
         new = repo.NewVoice(
             guild_id=guild_id,
             owner_id=user_id,
@@ -127,10 +130,10 @@ class IdentityService:
             model=self.settings.custom_voice_model,
             description=description,
             ref_clip_path=str(clip),
-            timbre=vector_bytes(designed.vector),
-            seed=designed.seed,
+            timbre=vector_bytes(np.asarray(designed.identity.vector, dtype=np.float32)),
+            seed=designed.identity.seed,
         )
-        return await self.services.voices.add(new, lock_for=user_id if personal else None)
+        return await self.library.add(new, lock_for=user_id if personal else None)
 
     # -- the worker round trip ---------------------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class IdentityService:
             return await step(worker)
 
         job = Job(guild_id, user_id, work, label=label)
-        self.services.queue.submit(job)
+        self.queue.submit(job)
         try:
             return await job.done
         except asyncio.CancelledError:

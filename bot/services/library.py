@@ -1,7 +1,7 @@
 """The voice library service: list, resolve, lock and manage voices. Cogs call this; it calls `db.repo`.
 
 A voice name is 1-32 letters, digits, spaces, `_` or `-`; user text never becomes a path (clips are stored under
-`data_dir/voices/<guild>/<random hex>.wav`). Model work (x-vectors, designing) is not done here: `bot.identity_jobs`
+`data_dir/voices/<guild>/<random hex>.wav`). Model work (x-vectors, designing) is not done here: `bot.services.creation`
 submits it to the inference worker and hands the results back to `add_*`.
 """
 
@@ -13,8 +13,7 @@ import re
 import uuid
 from pathlib import Path
 
-import numpy as np
-
+from bot.engine.protocol import Engine, EngineError
 from bot.errors import NotYourVoice, UnknownVoice, UserError
 from bot.settings import Settings
 from db import repo
@@ -36,37 +35,11 @@ def check_name(name: str) -> str:
     return name
 
 
-def vector_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
-
-
-def vector_from_bytes(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4").copy()
-
-
-def read_preset_speakers(model: str) -> list[str]:
-    """Speaker names in a local checkpoint folder, or in the hub cache for a hub id; [] when not available."""
-    from qwen_tts.loading import load_config
-
-    folder = Path(model).expanduser()
-    try:
-        if not folder.is_dir():
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model, "config.json")
-            if not isinstance(cached, str):
-                return []
-            folder = Path(cached).parent
-        return sorted(name.lower() for name in load_config(folder).talker_config.spk_id)
-    except Exception as exc:  # a missing or odd checkpoint only means no preset names to offer
-        log.warning("could not read preset speakers of %s: %s", model, exc)
-        return []
-
-
-class VoiceService:
-    def __init__(self, db: Database, settings: Settings) -> None:
+class VoiceLibrary:
+    def __init__(self, db: Database, settings: Settings, engine: Engine) -> None:
         self.db = db
         self.settings = settings
+        self.engine = engine  # for the preset speakers of the CustomVoice checkpoint
         self._presets: list[str] | None = None
 
     # -- reading -----------------------------------------------------------------------------------------------------
@@ -100,9 +73,14 @@ class VoiceService:
     # -- preset speakers of the CustomVoice checkpoint ---------------------------------------------------------------
 
     async def preset_speakers(self) -> list[str]:
-        """The checkpoint's preset speakers, read from its config.json (no model load, no download); [] if unknown."""
+        """The CustomVoice checkpoint's preset speakers (lower-case; loaded at start, so this is cheap)."""
         if self._presets is None:
-            self._presets = await asyncio.to_thread(read_preset_speakers, self.settings.custom_voice_model)
+            try:
+                info = await asyncio.to_thread(self.engine.checkpoint, self.settings.custom_voice_model)
+            except EngineError as exc:  # no checkpoint to ask (yet): no preset names to offer; asked again next time
+                log.warning("no preset speakers: %s", exc)
+                return []
+            self._presets = sorted(name.lower() for name in info.speakers)
         return self._presets
 
     async def _preset_voice(self, guild_id: int, name: str) -> repo.Voice | None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.errors import NotAllowed, QueueFull, UserError
-from bot.jobs.queue import Job
+from bot.jobs.queue import Job, JobQueue
 from bot.narration import planning as narrate
+from bot.narration.production import AudioChunk, Finished, Progress
 from bot.services.progress import Reporter, progress_line, queued_line, starting_line
 from bot.voice.attachments import attachment_for
 from bot.voice.connections import RESUME_GRACE_S
@@ -27,8 +29,12 @@ from bot.voice.source import StereoUpsampler
 from db import repo
 
 if TYPE_CHECKING:
-    from bot.app import Services
     from bot.jobs.worker import InferenceWorker
+    from bot.services.guild_config import GuildConfig
+    from bot.services.library import VoiceLibrary
+    from bot.settings import Settings
+    from bot.voice.connections import Playback
+    from db.engine import Database
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +53,24 @@ class SayRequest:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class RenderService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.settings = services.settings
+class SayService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        queue: JobQueue,
+        workers: Sequence[InferenceWorker],
+        library: VoiceLibrary,
+        guild_config: GuildConfig,
+        playback: Playback,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.queue = queue
+        self.workers = workers
+        self.library = library
+        self.guild_config = guild_config
+        self.playback = playback
         self._tasks: set[asyncio.Task] = set()
         self._waiting: dict[int, tuple[Job, Reporter]] = {}  # queued renders, to update their position
         self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
@@ -65,19 +85,19 @@ class RenderService:
     async def prepare(
         self, guild_id: int, channel_id: int, user_id: int, role_ids: set[int], script: str, voice_name: str | None
     ) -> SayRequest:
-        config = self.services.guild_config
+        config = self.guild_config
         gs = await config.get(guild_id)
         if gs.required_role_id and gs.required_role_id not in role_ids:
             raise NotAllowed(f"This server lets only members with the <@&{gs.required_role_id}> role use /say.")
         max_chars = config.max_script_chars(gs)
-        voices = self.services.voices
+        voices = self.library
         voice = await voices.for_say(guild_id, user_id, voice_name)
         plan = await narrate.plan(script, max_chars, voice, lambda name: voices.resolve(guild_id, user_id, name))
         self._check_queue_room(user_id)
         return SayRequest(guild_id, channel_id, user_id, script, plan, voice)
 
     def _check_queue_room(self, user_id: int) -> None:
-        queue = self.services.queue
+        queue = self.queue
         waiting = sum(1 for j in queue.service_order() if j.user_id == user_id)
         if waiting >= queue.max_queued_per_user:
             raise QueueFull(
@@ -86,7 +106,7 @@ class RenderService:
             )
 
     async def auto_leave_enabled(self, guild_id: int) -> bool:
-        return (await self.services.guild_config.get(guild_id)).auto_leave
+        return (await self.guild_config.get(guild_id)).auto_leave
 
     # -- queueing ----------------------------------------------------------------------------------------------------
 
@@ -94,13 +114,13 @@ class RenderService:
         self, request: SayRequest, voice_channel: discord.VoiceChannel | discord.StageChannel, reporter: Reporter
     ) -> tuple[Job, int]:
         """Join voice, then `enqueue`; returns the job and its 1-based queue position."""
-        await self.services.playback.connect(voice_channel)
+        await self.playback.connect(voice_channel)
         return await self.enqueue(request, reporter)
 
     async def enqueue(self, request: SayRequest, reporter: Reporter) -> tuple[Job, int]:
         """Record the render and queue it with its Smart ETA; a render that must wait is told its position, when it
         starts and how long it takes (`queued_line`). Returns the job and its 1-based queue position."""
-        async with self.services.db.sessions.begin() as s:
+        async with self.db.sessions.begin() as s:
             row = await repo.add_render(
                 s,
                 request.guild_id,
@@ -119,7 +139,7 @@ class RenderService:
         )
         job.on_start = lambda job: self._started(job, reporter)
         try:
-            position = self.services.queue.submit(job)
+            position = self.queue.submit(job)
         except QueueFull as exc:  # filled up since `prepare` checked: the row must not stay "queued" forever
             await self._mark(request, "failed", error=str(exc))
             raise
@@ -132,11 +152,11 @@ class RenderService:
     def predict_seconds(self, request: SayRequest) -> float:
         """Predicted compute seconds of this render (Smart ETA: text length and the measured speed of the model on
         the first worker's device; every render is predicted on the same worker, so the sums stay comparable)."""
-        return narrate.predict_seconds(self.services.workers[0], self.settings, request.plan)
+        return narrate.predict_seconds(self.workers[0].narrator, request.plan)
 
     def queued_text(self, job: Job, position: int) -> str:
         """'Queued, position 3 — starts in about 40 s, takes about 12 s.' from the predictions of the jobs ahead."""
-        wait_s = self.services.queue.wait_seconds(job, workers=len(self.services.workers))
+        wait_s = self.queue.wait_seconds(job, workers=len(self.workers))
         return queued_line(position, wait_s, job.predicted_s)
 
     async def drain(self, timeout: float) -> None:
@@ -149,31 +169,29 @@ class RenderService:
         self._waiting.pop(job.id, None)
         self._spawn(reporter.status(starting_line(job.predicted_s)))
         for waiting, their_reporter in list(self._waiting.values()):
-            position = self.services.queue.position(waiting)
+            position = self.queue.position(waiting)
             if position:
                 self._spawn(their_reporter.status(self.queued_text(waiting, position)))
 
     def _all_workers_busy(self) -> bool:
-        return all(w.current is not None for w in self.services.workers)
+        return all(w.current is not None for w in self.workers)
 
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
     async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
         await self._mark(request, "running")
-        playback, guild_id = self.services.playback, request.guild_id
+        playback, guild_id = self.playback, request.guild_id
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
-        async for event in narrate.render(
-            worker, self.settings, request.plan, job.cancel_event, request.render_id or 0
-        ):
-            if isinstance(event, narrate.Chunk):
+        async for event in narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0):
+            if isinstance(event, AudioChunk):
                 if "first_audio" not in request.stats:
                     request.stats["first_audio"] = time.monotonic() - started
                 self._to_voice(playback, request, job, upsampler.push(event.audio), reporter)
-            elif isinstance(event, narrate.Progress):
+            elif isinstance(event, Progress):
                 await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
-            elif isinstance(event, narrate.Finished):
+            elif isinstance(event, Finished):
                 result = event
         if job.cancelled or result is None:
             return None  # stopped: nothing more may reach the voice channel
@@ -222,7 +240,7 @@ class RenderService:
                 await reporter.done("Interrupted: I am restarting. I will post here when I am back.", None)
                 return
             await self._mark(request, "cancelled")
-            self.services.playback.skip(request.guild_id, job.id)
+            self.playback.skip(request.guild_id, job.id)
             await reporter.done("Stopped.", None)
             return
         except UserError as exc:
@@ -268,19 +286,19 @@ class RenderService:
     async def _mark(self, request: SayRequest, status: str, **values: Any) -> None:
         if request.render_id is None:
             return
-        async with self.services.db.sessions.begin() as s:
+        async with self.db.sessions.begin() as s:
             await repo.mark_render(s, request.render_id, status, **values)
 
     # -- stop, skip, queue -------------------------------------------------------------------------------------------
 
     def stop(self, guild_id: int) -> int:
         """Silence the guild and cancel all of its jobs; returns how many jobs were cancelled."""
-        self.services.playback.stop(guild_id)
-        return len(self.services.queue.cancel_where(lambda j: j.guild_id == guild_id))
+        self.playback.stop(guild_id)
+        return len(self.queue.cancel_where(lambda j: j.guild_id == guild_id))
 
     def skip(self, guild_id: int) -> bool:
         """Drop the audio playing now (and cancel its render if it is still running)."""
-        playback, queue = self.services.playback, self.services.queue
+        playback, queue = self.playback, self.queue
         tag = playback.playing_tag(guild_id)
         running = queue.running(guild_id)
         if tag is None and not running:
@@ -291,7 +309,7 @@ class RenderService:
         return True
 
     def queue_lines(self, guild_id: int) -> list[str]:
-        queue = self.services.queue
+        queue = self.queue
         lines = [f"▶ {j.label} by <@{j.user_id}> (rendering)" for j in queue.running(guild_id)]
         order = queue.service_order()
         lines += [f"{order.index(j) + 1}. {j.label} by <@{j.user_id}>" for j in order if j.guild_id == guild_id]
@@ -300,11 +318,11 @@ class RenderService:
     # -- after a restart ---------------------------------------------------------------------------------------------
 
     async def report_interrupted(self, client: discord.Client) -> None:
-        async with self.services.db.sessions() as s:
+        async with self.db.sessions() as s:
             renders = await repo.unnotified_interrupted(s)
         for render in renders:
             await self._tell_interrupted(client, render)
-            async with self.services.db.sessions.begin() as s:
+            async with self.db.sessions.begin() as s:
                 await repo.mark_notified(s, render.id)
 
     @staticmethod

@@ -130,7 +130,7 @@ async def test_voice_lock_then_say_uses_the_locked_identity(narrator: Narrator) 
 
     sent = await narrator.say("[Calm] Hi.", user=MEMBER)
     _, _, name = await wait_for_master(sent)
-    (voice,) = [v for v in await narrator.bot.services.voices.list(GUILD, MEMBER) if v.name == "Reader"]
+    (voice,) = [v for v in await narrator.bot.services.library.list(GUILD, MEMBER) if v.name == "Reader"]
     identities = sidecar(narrator.settings, name)["identities"]
     assert list(identities) == [f"voice-{voice.id}"], identities
 
@@ -154,7 +154,7 @@ async def test_voices_register_valid_corrupt_oversized_and_non_admin(narrator: N
     assert "manage guild" in answers["denied"][0].lower()
     assert all(ephemeral for _, ephemeral in answers.values()), answers
     assert not oversized.deferred and not denied.deferred  # refused before any work
-    names = [v.name for v in await narrator.bot.services.voices.list(GUILD, ADMIN)]
+    names = [v.name for v in await narrator.bot.services.library.list(GUILD, ADMIN)]
     assert names == ["Reader"]
 
 
