@@ -17,7 +17,7 @@ MAX_NAME_CHARS = 32  # a spoken display name ("alice said"); Discord allows 32 c
 _REPEATED = re.compile(r"([^\d])\1{" + str(MAX_REPEAT) + ",}", re.DOTALL)
 # Private-use planes 15 and 16: cleanup uses them internally as placeholders, so they never come from input.
 _PRIVATE_USE = re.compile("[\U000f0000-\U0010ffff]")
-_SPACE_BEFORE_PUNCTUATION = re.compile(r" (?=[,.!?;:…]+(?: |$))")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r" (?=[,.!?;:…)]+(?: |$))|(?<=\() ")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -57,7 +57,7 @@ def name_emoji(text: str) -> str:
 
 def squash_spaces(text: str) -> str:
     """Every run of whitespace (newlines too) -> one space, none before punctuation that ends a clause ("Alice ,"
-    after a mention); one space is kept at either end if there was any."""
+    after a mention) nor inside parentheses; one space is kept at either end if there was any."""
     return _SPACE_BEFORE_PUNCTUATION.sub("", re.sub(r"\s+", " ", text))
 
 
