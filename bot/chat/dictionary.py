@@ -20,8 +20,9 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import re2
 
@@ -36,9 +37,8 @@ MAX_PATTERN_CHARS = 100
 MAX_REPLACEMENT_CHARS = 100
 MAX_PROGRAM_SIZE = 2000  # RE2 instructions: `\pL+` is ~1200, `.{1000}` ~8000
 MAX_REGEX_MEMORY = 1 << 20  # bytes RE2 may use to compile and run one pattern
-MAX_MATCHES = (
-    2000  # per text; past it, lower-priority rules are not looked at (the text is at most a few thousand chars)
-)
+# Matches looked at per text; past it, lower-priority rules are not looked at (a message is at most 4000 characters).
+MAX_MATCHES = 1000
 
 USER, GUILD = "user", "guild"
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -125,63 +125,81 @@ def compile_regex(pattern: str) -> re2._Regexp:
     return compiled
 
 
-def _word_pattern(pattern: str) -> str:
-    """Whole-word, whitespace-tolerant Python regex for a literal phrase (safe: it has no user-controlled operators)."""
-    body = r"\s+".join(re.escape(word) for word in pattern.split())
-    first, last = pattern[0], pattern[-1]
-    left = r"(?<!\w)" if (first.isalnum() or first == "_") and not _CJK.match(first) else ""
-    right = r"(?!\w)" if (last.isalnum() or last == "_") and not _CJK.match(last) else ""
-    return left + body + right
+def _edges(pattern: str) -> tuple[bool, bool]:
+    """Whether a plain pattern must start / end at a word edge: only where that end is a letter or digit of a
+    spaced script (punctuation like ":)" and CJK, written without spaces, match anywhere)."""
+
+    def wordy(ch: str) -> bool:
+        return (ch.isalnum() or ch == "_") and not _CJK.match(ch)
+
+    return wordy(pattern[0]), wordy(pattern[-1])
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _phrases_regex(patterns: Sequence[str], left: bool, right: bool) -> re.Pattern[str]:
+    """One Python regex for literal phrases sharing their edge rules, longest first (so "new york" beats "new").
+
+    Safe without RE2: the alternatives are escaped literals, and one regex per edge class keeps `re`'s literal-prefix
+    scan fast (lookarounds inside each alternative would make it ~200x slower)."""
+    phrases = sorted(patterns, key=len, reverse=True)
+    body = "|".join(r"\s+".join(re.escape(word) for word in phrase.split()) for phrase in phrases)
+    return re.compile((r"(?<!\w)" if left else "") + f"(?:{body})" + (r"(?!\w)" if right else ""), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class _Compiled:
-    tier: int  # lower wins an overlap
-    order: int  # among one tier
+class _Matcher:
+    """One compiled regex: a regex rule, or all plain rules of one scope and edge class (`phrases` maps the
+    lower-cased, space-squashed phrase to its rule)."""
+
+    tier: int  # lower wins an overlap: member plain 0, member regex 1, guild plain 2, guild regex 3
     scope: str
-    rule: Rule
-    regex: object  # a compiled Python `re` pattern (plain rules) or RE2 pattern
+    regex: Any  # `re.Pattern` (plain phrases) or RE2 pattern (a regex rule)
+    rule: Rule | None = None
+    phrases: Mapping[str, Rule] | None = None
 
 
 @dataclass(frozen=True)
 class _Match:
     start: int
     end: int
-    compiled: _Compiled
+    scope: str
+    rule: Rule
 
 
 class Dictionary:
     """Compiled rules of one member in one guild. Build once per message (or cache per guild+user until edited)."""
 
-    def __init__(self, compiled: Sequence[_Compiled]) -> None:
-        self._compiled = sorted(compiled, key=lambda c: (c.tier, c.order))
+    def __init__(self, matchers: Sequence[_Matcher]) -> None:
+        self._matchers = tuple(matchers)  # in tier order; regex rules in their own order within a tier
 
     @classmethod
     def build(cls, guild_rules: Sequence[Rule] = (), user_rules: Sequence[Rule] = ()) -> Dictionary:
         """Compile; a stored rule that no longer passes `check_rule` (limits changed) is skipped with a warning."""
-        compiled: list[_Compiled] = []
-        for base, scope, rules in ((0, USER, user_rules), (2, GUILD, guild_rules)):
-            plain: list[Rule] = []
-            for order, rule in enumerate(rules):
+        matchers: list[_Matcher] = []
+        for tier, scope, rules in ((0, USER, user_rules), (2, GUILD, guild_rules)):
+            phrases: dict[tuple[bool, bool], dict[str, Rule]] = {}
+            regexes: list[_Matcher] = []
+            for rule in rules:
                 try:
                     checked = check_rule(rule)
                 except DictionaryError as error:
                     log.warning("skipping a stored %s dictionary rule %r: %s", scope, rule.pattern[:40], error)
                     continue
                 if checked.regex:
-                    compiled.append(_Compiled(base + 1, order, scope, checked, compile_regex(checked.pattern)))
+                    regexes.append(_Matcher(tier + 1, scope, compile_regex(checked.pattern), rule=checked))
                 else:
-                    plain.append(checked)
-            # Longest phrase first, so "new york" beats "new" where both start.
-            plain.sort(key=lambda r: -len(r.pattern))
-            for order, rule in enumerate(plain):
-                regex = re.compile(_word_pattern(rule.pattern), re.IGNORECASE)
-                compiled.append(_Compiled(base, order, scope, rule, regex))
-        return cls(compiled)
+                    phrases.setdefault(_edges(checked.pattern), {}).setdefault(_key(checked.pattern), checked)
+            for (left, right), table in phrases.items():
+                matchers.append(_Matcher(tier, scope, _phrases_regex(list(table), left, right), phrases=table))
+            matchers.extend(regexes)
+        return cls(matchers)
 
     @property
     def empty(self) -> bool:
-        return not self._compiled
+        return not self._matchers
 
     def apply(self, script_text: str) -> AppliedText:
         """Apply to the words of script text (a `/say` script or a cleaned chat message); tags stay as written."""
@@ -191,44 +209,56 @@ class Dictionary:
         return AppliedText(join_script(applied.segments), applied.fired)
 
     def apply_segments(self, segments: Sequence[Segment]) -> Applied:
-        counts: dict[_Compiled, int] = {}
+        counts: dict[tuple[str, Rule], int] = {}
         out: list[Segment] = []
         for segment in segments:
             if isinstance(segment, Text) and not self.empty:
                 out.append(Text(self._replace(segment.text, counts)))
             else:
                 out.append(segment)
-        fired = tuple(Fired(c.scope, c.rule, n) for c, n in counts.items())
+        fired = tuple(Fired(scope, rule, n) for (scope, rule), n in counts.items())
         return Applied(tuple(out), fired)
 
-    def _replace(self, text: str, counts: dict[_Compiled, int]) -> str:
-        chosen = self._choose(text)
+    def _replace(self, text: str, counts: dict[tuple[str, Rule], int]) -> str:
         pieces: list[str] = []
         last = 0
-        for match in chosen:
+        for match in self._choose(text):
             pieces.append(text[last : match.start])
-            pieces.append(match.compiled.rule.replacement)
+            pieces.append(match.rule.replacement)
             last = match.end
-            counts[match.compiled] = counts.get(match.compiled, 0) + 1
+            counts[match.scope, match.rule] = counts.get((match.scope, match.rule), 0) + 1
         pieces.append(text[last:])
         return "".join(pieces)
 
     def _choose(self, text: str) -> list[_Match]:
-        """Non-overlapping matches, taking the rules in priority order; each rule's own matches left to right."""
-        starts: list[int] = []  # accepted spans, sorted by start (they never overlap)
+        """Non-overlapping matches, tier by tier. Plain phrases: leftmost, then longest; regex rules: in rule order,
+        each left to right. At most `MAX_MATCHES` matches are looked at."""
+        starts: list[int] = []  # accepted spans sorted by start (they never overlap)
         accepted: list[_Match] = []
-        looked = 0
-        for compiled in self._compiled:
-            for found in compiled.regex.finditer(text):
-                looked += 1
-                if looked > MAX_MATCHES:
-                    return sorted(accepted, key=lambda m: m.start)
-                start, end = found.span()
-                if start == end:
-                    continue  # an empty match (`\b`) replaces nothing
-                k = bisect.bisect_left(starts, start)
-                if (k > 0 and accepted[k - 1].end > start) or (k < len(starts) and starts[k] < end):
+        budget = MAX_MATCHES
+        for tier in sorted({m.tier for m in self._matchers}):
+            found, budget = self._candidates(text, tier, budget)
+            for match in found:
+                k = bisect.bisect_left(starts, match.start)
+                if (k > 0 and accepted[k - 1].end > match.start) or (k < len(starts) and starts[k] < match.end):
                     continue
-                starts.insert(k, start)
-                accepted.insert(k, _Match(start, end, compiled))
+                starts.insert(k, match.start)
+                accepted.insert(k, match)
+            if budget <= 0:
+                break
         return accepted
+
+    def _candidates(self, text: str, tier: int, budget: int) -> tuple[list[_Match], int]:
+        found: list[_Match] = []
+        for matcher in (m for m in self._matchers if m.tier == tier):
+            for hit in matcher.regex.finditer(text):
+                budget -= 1
+                if budget < 0:
+                    return found, 0
+                start, end = hit.span()
+                rule = matcher.rule if matcher.phrases is None else matcher.phrases.get(_key(text[start:end]))
+                if start < end and rule is not None:  # an empty match (`\b`) replaces nothing
+                    found.append(_Match(start, end, matcher.scope, rule))
+        if tier % 2 == 0:  # plain phrases from several edge classes: leftmost first, then the longest
+            found.sort(key=lambda m: (m.start, m.start - m.end))
+        return found, budget

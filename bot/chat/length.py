@@ -8,7 +8,6 @@ tags cost nothing.
 from __future__ import annotations
 
 import re
-from itertools import accumulate
 
 from bot.chat.markup import Segment, Tag, Text
 from bot.narration.script import ScriptError, estimate_seconds, parse_script
@@ -38,13 +37,19 @@ def cut_to_seconds(segments: list[Segment], max_seconds: float) -> tuple[list[Se
     """(segments no longer than `max_seconds`, whether anything was cut). Cuts at the last sentence end that fits,
     else the last clause end, else the last space, else mid-word."""
     units: list[str | Tag] = [u for s in segments for u in (s.text if isinstance(s, Text) else [s])]
-    costs = [pause_seconds(u.source) if isinstance(u, Tag) else estimate_seconds(u) for u in units]
-    prefix = [0.0, *accumulate(costs)]
-    if prefix[-1] <= max_seconds:
-        return segments, False
-    fits = max(k for k, total in enumerate(prefix) if total <= max_seconds)  # units[:fits] fit
     flat = "".join(_TAG_MARK if isinstance(u, Tag) else u for u in units)
-    cut = _last_boundary(flat, fits)
+    pauses = [(k, pause_seconds(u.source)) for k, u in enumerate(units) if isinstance(u, Tag)]
+
+    def seconds(k: int) -> float:  # of units[:k]; grows with k, so the longest prefix that fits is a binary search
+        return estimate_seconds(flat[:k].replace(_TAG_MARK, "")) + sum(p for at, p in pauses if at < k)
+
+    if seconds(len(units)) <= max_seconds:
+        return segments, False
+    lo, hi = 0, len(units)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if seconds(mid) <= max_seconds else (lo, mid - 1)
+    cut = _last_boundary(flat, lo)
     return _rebuild(units[:cut]), True
 
 

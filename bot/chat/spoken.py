@@ -40,6 +40,8 @@ def emoji_name(match: object) -> str:
 
 def name_emoji(text: str) -> str:
     """Replace each Unicode emoji by its name; more than `MAX_REPEAT` of the same emoji in a row count as three."""
+    if text.isascii():
+        return text  # the common case, and no emoji is pure ASCII (keycaps add U+FE0F U+20E3)
     out: list[str] = []
     last, run = None, 0
     for token in emoji.analyze(text, non_emoji=True, join_emoji=True):
