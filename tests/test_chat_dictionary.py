@@ -8,6 +8,8 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.chat.cleanup import CleanupOptions, clean_message
 from bot.chat.dictionary import (
@@ -24,8 +26,9 @@ from bot.chat.dictionary import (
     check_rule,
 )
 from bot.chat.dictionary_io import MAX_IMPORT_BYTES, DictionaryImportError, export_rules, import_rules
+from bot.chat.markup import Tag, split_script
 from bot.chat.message import ChatMessage, MappingResolver
-from bot.narration.script import parse_script
+from bot.narration.script import ScriptError, parse_script
 
 
 def apply(text: str, guild=(), user=()) -> str:
@@ -253,3 +256,34 @@ def test_the_summary_fits_a_discord_message_however_many_problems():
         import_rules(json.dumps(entries, indent=1), limit=1000)
     summary = caught.value.summary()
     assert len(caught.value.problems) == 300 and len(summary) <= 1800 and "more" in summary.splitlines()[-1]
+
+
+# -- scripts survive the dictionary -------------------------------------------------------------------------------------
+
+_SCRIPT_PIECES = st.sampled_from(["a", "b", " ", "\\[", "\\]", "\\", "]", "[Excited]", "[Pause 1s]", "[@bob]", "gg",
+                                  "x.", "é", "東"])  # fmt: skip
+_HOSTILE = Dictionary.build([Rule("gg", "[Angry] \\"), Rule("a", "]"), Rule("b", "\\["), Rule(r"x\.", "[", regex=True)])
+
+
+def _speech(source: str) -> list[tuple[str | None, str | None]]:
+    """What the parser makes of the tags: (emotion, voice) of each speech, and the pauses."""
+    return [(getattr(i, "emotion", None), getattr(i, "voice", None)) for i in parse_script(source).items]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_SCRIPT_PIECES, max_size=30).map("".join))
+def test_any_script_keeps_its_tags_and_stays_parseable(source):
+    try:
+        before = _speech(source)
+    except ScriptError:
+        return  # the dictionary need not fix scripts that were broken to begin with
+    assert Dictionary.build([]).apply(source).text == source
+    after = _HOSTILE.apply(source)
+    tags = [s.source for s in split_script(source) if isinstance(s, Tag)]
+    assert [s.source for s in split_script(after.text) if isinstance(s, Tag)] == tags
+    try:
+        parsed = parse_script(after.text)
+    except ScriptError as error:
+        assert "nothing to say" in error.reason, (source, after.text, error)
+        return
+    assert {(getattr(i, "emotion", None), getattr(i, "voice", None)) for i in parsed.items} <= {*before, (None, None)}
