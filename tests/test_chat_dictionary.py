@@ -171,6 +171,16 @@ def test_stored_rules_that_no_longer_pass_are_skipped_with_a_warning(caplog):
     assert "skipping a stored guild dictionary rule" in caplog.text
 
 
+def test_more_rules_than_the_limits_are_not_used(caplog):
+    guild = [Rule(f"g{k}", "G") for k in range(MAX_GUILD_RULES + 1)]
+    user = [Rule(f"u{k}", "U") for k in range(MAX_USER_RULES + 1)]
+    with caplog.at_level(logging.WARNING, logger="bot.chat.dictionary"):
+        dictionary = Dictionary.build(guild, user)
+    last_guild, last_user = f"g{MAX_GUILD_RULES}", f"u{MAX_USER_RULES}"
+    assert dictionary.apply(f"g0 u0 {last_guild} {last_user}").text == f"G U {last_guild} {last_user}"
+    assert "using the first 200" in caplog.text and "using the first 50" in caplog.text
+
+
 def test_the_dictionary_applies_to_cleaned_chat_and_the_cut_comes_after():
     dictionary = Dictionary.build([Rule("lol", "laughing out loud")], [Rule("ty", "thank you")])
     cleaned = clean_message(ChatMessage("**lol** ty <@1>"), MappingResolver(users={1: "Ty"}), CleanupOptions(),

@@ -177,9 +177,16 @@ class Dictionary:
 
     @classmethod
     def build(cls, guild_rules: Sequence[Rule] = (), user_rules: Sequence[Rule] = ()) -> Dictionary:
-        """Compile; a stored rule that no longer passes `check_rule` (limits changed) is skipped with a warning."""
+        """Compile; a stored rule that no longer passes `check_rule` (limits changed) is skipped with a warning, and
+        only the first `MAX_USER_RULES` / `MAX_GUILD_RULES` rules are used."""
         matchers: list[_Matcher] = []
-        for tier, scope, rules in ((0, USER, user_rules), (2, GUILD, guild_rules)):
+        for tier, scope, rules, limit in (
+            (0, USER, user_rules, MAX_USER_RULES),
+            (2, GUILD, guild_rules, MAX_GUILD_RULES),
+        ):
+            if len(rules) > limit:  # the database enforces the limits; this bounds the work if it ever did not
+                log.warning("%d %s dictionary rules given; using the first %d", len(rules), scope, limit)
+                rules = rules[:limit]
             phrases: dict[tuple[bool, bool], dict[str, Rule]] = {}
             regexes: list[_Matcher] = []
             for rule in rules:
