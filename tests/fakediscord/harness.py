@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import aiohttp
+import discord
 import discord.gateway
 import discord.http
 import yarl
@@ -45,3 +46,18 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 30.0, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def start_client(client: discord.Client, timeout: float = 15.0) -> asyncio.Task:
+    """Start `client` against the fake and wait until it is ready; re-raises what stopped it if it never got there
+    (e.g. `discord.PrivilegedIntentsRequired` when the fake refuses an intent). Close it with `stop_client`."""
+    task = asyncio.create_task(client.start("fake-token"))
+    await wait_until(lambda: client.is_ready() or task.done(), timeout, "the client to be ready")
+    if task.done():
+        task.result()
+    return task
+
+
+async def stop_client(client: discord.Client, task: asyncio.Task) -> None:
+    await client.close()
+    await asyncio.wait_for(task, 10)

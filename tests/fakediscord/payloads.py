@@ -21,13 +21,15 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def user(uid: int, *, bot: bool = False) -> dict[str, Any]:
-    return {"id": str(uid), "username": f"user{uid}", "discriminator": "0", "global_name": None, "avatar": None,
+def user(uid: int, *, bot: bool = False, name: str | None = None) -> dict[str, Any]:
+    """`name` is the display name (`global_name`); without it discord.py shows the username `user<id>`."""
+    return {"id": str(uid), "username": f"user{uid}", "discriminator": "0", "global_name": name, "avatar": None,
             "bot": bot}  # fmt: skip
 
 
-def member(uid: int, *, bot: bool = False) -> dict[str, Any]:
-    return {"user": user(uid, bot=bot), "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0}
+def member(uid: int, *, bot: bool = False, name: str | None = None) -> dict[str, Any]:
+    return {"user": user(uid, bot=bot, name=name), "roles": [], "joined_at": now_iso(), "deaf": False, "mute": False,
+            "flags": 0}  # fmt: skip
 
 
 def voice_state(guild_id: int, uid: int, channel_id: int | None, session_id: str, *, bot: bool = False) -> dict:
@@ -45,8 +47,14 @@ def message(mid: int, channel_id: int, author_id: int, body: dict[str, Any], att
             "flags": int(body.get("flags") or 0), "components": []}  # fmt: skip
 
 
-def attachment(aid: int, filename: str, size: int, url: str) -> dict[str, Any]:
-    return {"id": str(aid), "filename": filename, "size": size, "url": url, "proxy_url": url}
+def attachment(aid: int, filename: str, size: int, url: str, content_type: str | None = None) -> dict[str, Any]:
+    found = {"id": str(aid), "filename": filename, "size": size, "url": url, "proxy_url": url}
+    return found | ({"content_type": content_type} if content_type else {})
+
+
+def role(rid: int, name: str, permissions: str = "0", position: int = 1) -> dict[str, Any]:
+    return {"id": str(rid), "name": name, "permissions": permissions, "position": position, "color": 0,
+            "hoist": False, "managed": False, "mentionable": True}  # fmt: skip
 
 
 @dataclass
@@ -57,6 +65,8 @@ class FakeGuild:
     owner_id: int
     members: list[int]
     voice: dict[int, int] = field(default_factory=dict)  # user id -> voice channel id
+    names: dict[int, str] = field(default_factory=dict)  # user id -> display name (default: username user<id>)
+    roles: dict[int, str] = field(default_factory=dict)  # role id -> name, besides @everyone
 
     @property
     def text_channel(self) -> int:
@@ -67,16 +77,17 @@ class FakeGuild:
         return self.id + 2
 
     def to_dict(self, app_id: int) -> dict[str, Any]:
-        everyone = {"id": str(self.id), "name": "@everyone", "permissions": EVERYONE_PERMISSIONS, "position": 0, "color": 0,
-                    "hoist": False, "managed": False, "mentionable": False}  # fmt: skip
+        everyone = role(self.id, "@everyone", EVERYONE_PERMISSIONS, 0) | {"mentionable": False}
         channels = [
             {"id": str(self.text_channel), "type": 0, "name": "text", "position": 0, "permission_overwrites": []},
             {"id": str(self.voice_channel), "type": 2, "name": "voice", "position": 1, "permission_overwrites": [],
              "bitrate": 64000, "user_limit": 0},
         ]  # fmt: skip
         states = [voice_state(self.id, uid, ch, f"s{uid}") for uid, ch in self.voice.items()]
-        return {"id": str(self.id), "name": f"guild{self.id}", "owner_id": str(self.owner_id), "roles": [everyone],
-                "channels": channels, "members": [member(u) for u in self.members] + [member(app_id, bot=True)],
+        roles = [everyone] + [role(rid, name) for rid, name in self.roles.items()]
+        members = [member(u, name=self.names.get(u)) for u in self.members] + [member(app_id, bot=True)]
+        return {"id": str(self.id), "name": f"guild{self.id}", "owner_id": str(self.owner_id), "roles": roles,
+                "channels": channels, "members": members,
                 "voice_states": states, "member_count": len(self.members) + 1, "unavailable": False, "threads": [],
                 "stage_instances": [], "guild_scheduled_events": [], "emojis": [], "stickers": [], "features": [],
                 "premium_tier": 0}  # fmt: skip

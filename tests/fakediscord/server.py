@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakediscord import payloads
+from tests.fakediscord.messages import ChatMixin
 from tests.fakediscord.payloads import FakeGuild
 from tests.fakediscord.records import RateLimit, RestCall, SentInteraction
 from tests.fakediscord.tls import SelfSignedCertificate, make_certificate
@@ -44,8 +45,12 @@ class _VoiceConnection:
         await self.ws.send_json({"op": op, "d": data, "seq": self.seq})
 
 
-class FakeDiscord:
-    """A fake Discord for one bot application with any number of guilds (`add_guild` before the bot connects)."""
+class FakeDiscord(ChatMixin):
+    """A fake Discord for one bot application with any number of guilds (`add_guild` before the bot connects).
+
+    Chat (`post_message`, `edit_message`, `delete_message`, `refuse_intents`) is in `messages.ChatMixin`."""
+
+    app_id = APP_ID
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -67,6 +72,7 @@ class FakeDiscord:
         self._closed_voice: dict[int, _VoiceConnection] = {}  # guild id -> the last one closed (for RESUME)
         self._interactions = itertools.count(7000)
         self._runners: list[web.AppRunner] = []
+        self._init_chat()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -223,7 +229,7 @@ class FakeDiscord:
         op = data["op"]
         if op == 1:
             await self._gateway.send_json({"op": 11})
-        elif op == 2:
+        elif op == 2 and not await self._check_identify(data["d"]):
             self.identifies += 1
             await self._ready()
         elif op == 6:

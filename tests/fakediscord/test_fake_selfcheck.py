@@ -1,6 +1,7 @@
 """The fake Discord checked with a throwaway discord.py client (not the narrator bot): login, command sync, slash
-commands, defer + followup with a file, autocomplete, attachment download, voice with audio decoded back, and every
-injected fault (429, gateway RECONNECT, voice close 4015/4014, a voice server that stops answering)."""
+commands, defer + followup with a file, autocomplete, attachment download, voice with audio decoded back, every
+injected fault (429, gateway RECONNECT, voice close 4015/4014, a voice server that stops answering), members' chat
+messages (create, edit, delete; blanked without the content intent) and a refused privileged intent (close 4014)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from tests.fakediscord.audio import audible_span, best_alignment, cadence, mono_float
-from tests.fakediscord.harness import client_options, wait_until
+from tests.fakediscord.harness import client_options, start_client, stop_client, wait_until
+from tests.fakediscord.messages import (
+    MESSAGE_CONTENT,
+    SUPPRESS_NOTIFICATIONS,
+    TYPE_MEMBER_JOIN,
+    TYPE_REPLY,
+)
 from tests.fakediscord.server import APP_ID, FakeDiscord
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -152,3 +159,115 @@ async def test_silent_voice_server_times_out_the_connect(fake_discord: FakeDisco
     with pytest.raises(asyncio.TimeoutError):
         await tone_bot.get_guild(GUILD).voice_channels[0].connect(timeout=1.5, reconnect=False)
     assert not fake_discord.udp.packets
+
+
+# -- chat messages and privileged intents -----------------------------------------------------------------------------
+
+
+class ChatClient(discord.Client):
+    """Records what a plain discord.py client receives for messages in the guild."""
+
+    def __init__(self, intents: discord.Intents, **options) -> None:
+        super().__init__(intents=intents, **options)
+        self.seen: list[discord.Message] = []
+        self.edits: list[tuple[str, str]] = []
+        self.deleted: list[int] = []
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append(message)
+
+    async def on_message_edit(self, before: discord.Message, after: discord.Message) -> None:
+        self.edits.append((before.content, after.content))
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self.deleted.append(payload.message_id)
+
+
+def with_content() -> discord.Intents:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    return intents
+
+
+async def test_members_messages_reach_on_message_with_their_details(fake_discord: FakeDiscord) -> None:
+    guild = fake_discord.add_guild(GUILD, [USER, USER + 1])
+    guild.names[USER] = "Alice"
+    guild.roles[GUILD + 50] = "Moderators"
+    client = ChatClient(with_content(), **client_options(fake_discord))
+    task = await start_client(client)
+    try:
+        await fake_discord.post_message(GUILD, USER, f"hi <@{USER + 1}> <@&{GUILD + 50}>", mentions=[USER + 1],
+                                        mention_roles=[GUILD + 50],
+                                        attachments=[("cat.png", "image/png", b"png!")])  # fmt: skip
+        await fake_discord.post_message(GUILD, USER, "shh", flags=SUPPRESS_NOTIFICATIONS, type=TYPE_REPLY)
+        await fake_discord.post_message(GUILD, USER + 500, "beep", bot=True)  # another bot, not a cached member
+        await fake_discord.post_message(GUILD, USER + 1, "hooked", webhook=True)
+        await fake_discord.post_message(GUILD, USER + 1, "", type=TYPE_MEMBER_JOIN)
+        await wait_until(lambda: len(client.seen) == 5, 10, "five messages")
+        downloaded = await client.seen[0].attachments[0].read()
+    finally:
+        await stop_client(client, task)
+    first, silent, from_bot, from_hook, joined = client.seen
+    assert first.content == f"hi <@{USER + 1}> <@&{GUILD + 50}>" and first.channel.id == guild.text_channel
+    assert isinstance(first.author, discord.Member) and first.author.display_name == "Alice"
+    assert not first.author.bot and first.webhook_id is None
+    assert [m.id for m in first.mentions] == [USER + 1] and [r.name for r in first.role_mentions] == ["Moderators"]
+    (attachment,) = first.attachments
+    assert attachment.content_type == "image/png" and attachment.filename == "cat.png" and downloaded == b"png!"
+    assert silent.flags.suppress_notifications and silent.type is discord.MessageType.reply
+    assert not first.flags.suppress_notifications and first.type is discord.MessageType.default
+    assert from_bot.author.bot and from_hook.webhook_id is not None
+    assert joined.type is discord.MessageType.new_member
+
+
+async def test_edits_and_deletes_reach_the_client(fake_discord: FakeDiscord) -> None:
+    fake_discord.add_guild(GUILD, [USER])
+    client = ChatClient(with_content(), **client_options(fake_discord))
+    task = await start_client(client)
+    try:
+        posted = await fake_discord.post_message(GUILD, USER, "frist")
+        await wait_until(lambda: client.seen, 10, "the message")
+        await fake_discord.edit_message(posted, "first")
+        await wait_until(lambda: client.edits, 10, "the edit")
+        await fake_discord.delete_message(posted)
+        await wait_until(lambda: client.deleted, 10, "the deletion")
+    finally:
+        await stop_client(client, task)
+    assert client.edits == [("frist", "first")] and client.deleted == [posted.id]
+    assert posted.delivered == ["MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE"]
+
+
+async def test_without_the_content_intent_messages_arrive_blank_unless_they_mention_the_bot(
+    fake_discord: FakeDiscord,
+) -> None:
+    fake_discord.add_guild(GUILD, [USER])
+    client = ChatClient(discord.Intents.default(), **client_options(fake_discord))
+    task = await start_client(client)
+    try:
+        await fake_discord.post_message(GUILD, USER, "secret words", attachments=[("a.txt", "text/plain", b"x")])
+        await fake_discord.post_message(GUILD, USER, f"<@{APP_ID}> hello bot", mentions=[APP_ID])
+        await wait_until(lambda: len(client.seen) == 2, 10, "two messages")
+    finally:
+        await stop_client(client, task)
+    blank, mentioned = client.seen
+    assert blank.content == "" and blank.attachments == []
+    assert mentioned.content == f"<@{APP_ID}> hello bot"
+
+
+async def test_a_refused_message_content_intent_closes_with_4014(fake_discord: FakeDiscord) -> None:
+    fake_discord.add_guild(GUILD, [USER])
+    fake_discord.refuse_intents(MESSAGE_CONTENT)
+    client = ChatClient(with_content(), **client_options(fake_discord))
+    with pytest.raises(discord.PrivilegedIntentsRequired):
+        await start_client(client)
+    await client.close()
+    assert fake_discord.identified_intents[-1] & MESSAGE_CONTENT and fake_discord.identifies == 0
+    # the same bot without the privileged intent connects and still gets (blank) message events
+    client = ChatClient(discord.Intents.default(), **client_options(fake_discord))
+    task = await start_client(client)
+    try:
+        await fake_discord.post_message(GUILD, USER, "typed words")
+        await wait_until(lambda: client.seen, 10, "a message")
+    finally:
+        await stop_client(client, task)
+    assert fake_discord.identifies == 1 and client.seen[0].content == ""
