@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bot.client import NarratorBot
@@ -42,6 +39,7 @@ from bot.jobs.queue import JobQueue
 from bot.jobs.worker import InferenceWorker
 from bot.narration.identity import DriftGuard
 from bot.narration.narrator import Narrator
+from bot.services import Services
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
@@ -52,39 +50,6 @@ from db import repo
 from db.engine import Database, open_database
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Services:
-    """What the cogs and the bot reach; built once by `build_services`."""
-
-    settings: Settings
-    db: Database
-    queue: JobQueue
-    workers: list[InferenceWorker]
-    playback: Playback
-    library: VoiceLibrary
-    guild_config: GuildConfig
-    creation: VoiceCreation
-    say: SayService
-
-    async def start(self) -> None:
-        """Load and warm up every worker's engine, then start taking jobs."""
-        for worker in self.workers:
-            await worker.start_engine()
-        start_workers(self.workers)
-
-    async def shutdown(self) -> None:
-        """Cancel every job, stop the workers (waiting for their compute threads), leave voice, close the engines."""
-        self.say.closing = True
-        self.queue.cancel_where(lambda job: True)
-        for worker in self.workers:
-            await worker.close()
-        await self.say.drain(timeout=2.0)
-        await self.playback.leave_all()
-        for worker in self.workers:
-            if worker.narrator is not None:
-                worker.narrator.engine.close()
 
 
 def build_engines(settings: Settings) -> list[Engine]:
@@ -128,28 +93,6 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         creation=VoiceCreation(settings, library, queue),
         say=SayService(settings, db, queue, workers, library, guild_config, playback),
     )
-
-
-def start_workers(workers: Sequence[InferenceWorker]) -> None:
-    # The model's Python frame loop holds the GIL between torch calls; hand it over every 1 ms (default 5 ms)
-    # so the voice player thread sends each 20 ms packet on time.
-    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-    if any(w.device == "cpu" for w in workers):
-        reserve_a_core_for_voice()
-    for worker in workers:
-        worker.start()
-    log.info("%d inference worker(s): %s", len(workers), ", ".join(w.device for w in workers))
-
-
-def reserve_a_core_for_voice() -> None:
-    """On CPU inference, leave one core to the event loop and the voice player thread: a starved player sends its
-    20 ms packets late and then in bursts."""
-    import torch
-
-    cores = os.cpu_count() or 1
-    if cores > 1 and torch.get_num_threads() > cores - 1:
-        torch.set_num_threads(cores - 1)
-        log.info("CPU inference: torch uses %d of %d cores, one is kept for voice", cores - 1, cores)
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from discord.ext import commands
 from bot.errors import UserError
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from bot.services.progress import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.client import NarratorBot
-    from db.repo import Voice
+    from bot.services.library import Voice
 
 log = logging.getLogger(__name__)
 

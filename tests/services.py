@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from bot.app import Services, build_engines, build_services
+from bot.app import build_engines
 from bot.engine.protocol import Engine
+from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.voice.connections import Playback
 from db.engine import Database

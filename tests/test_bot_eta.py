@@ -10,10 +10,10 @@ import re
 import pytest
 import pytest_asyncio
 
-from bot.app import Services
 from bot.jobs.queue import Job, JobQueue
 from bot.narration import Narrator
 from bot.narration.eta import eta_key
+from bot.services import Services
 from bot.settings import Settings
 from db.engine import open_database
 from tests.services import services_for

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.app import Services
 from bot.errors import NotAllowed, NotYourVoice, QueueFull, UnknownVoice, UserError
 from bot.jobs.queue import Job
+from bot.services import Services
 from bot.settings import Settings
 from db import repo
 from db.engine import open_database

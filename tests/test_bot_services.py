@@ -11,9 +11,10 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from bot.app import Services, build_engines
+from bot.app import build_engines
 from bot.errors import BadAttachment, NotYourVoice, UnknownVoice, UserError
 from bot.narration.identity import vector_bytes, vector_from_bytes
+from bot.services import Services
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary, check_name

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from bot.engine.local import LocalEngine
+from bot.engine.options import EngineOptions
 from bot.narration import (
     AudioChunk,
     DriftGuard,
@@ -20,7 +21,6 @@ from bot.narration import (
     Progress,
     parse_script,
 )
-from bot.engine.options import EngineOptions
 from bot.narration.production import SEED_STRIDE
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]

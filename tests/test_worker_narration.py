@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from bot.app import Services
 from bot.jobs.queue import Job
 from bot.narration import planning as narrate
 from bot.narration.production import AudioChunk, Finished
+from bot.services import Services
 from bot.settings import Settings
 from db.engine import open_database
 from tests.clips import voiced_wav_bytes

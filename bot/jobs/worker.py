@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -163,3 +164,25 @@ class InferenceWorker:
     async def _drain_thread(self) -> None:
         # The compute thread may still be inside a cancelled job's step; wait for it so the next job owns the model.
         await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+
+
+def start_workers(workers: Sequence[InferenceWorker]) -> None:
+    # The model's Python frame loop holds the GIL between torch calls; hand it over every 1 ms (default 5 ms)
+    # so the voice player thread sends each 20 ms packet on time.
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+    if any(w.device == "cpu" for w in workers):
+        reserve_a_core_for_voice()
+    for worker in workers:
+        worker.start()
+    log.info("%d inference worker(s): %s", len(workers), ", ".join(w.device for w in workers))
+
+
+def reserve_a_core_for_voice() -> None:
+    """On CPU inference, leave one core to the event loop and the voice player thread: a starved player sends its
+    20 ms packets late and then in bursts."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores > 1 and torch.get_num_threads() > cores - 1:
+        torch.set_num_threads(cores - 1)
+        log.info("CPU inference: torch uses %d of %d cores, one is kept for voice", cores - 1, cores)

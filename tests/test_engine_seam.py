@@ -1,0 +1,143 @@
+"""The engine seam: the services run on any `Engine`. A scripted engine (a second implementation) drives /say, the
+voice library, cloning and design; the local engine over tiny checkpoints is warmed at start and takes the speed-path
+switch from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+
+from bot.app import build_engines
+from bot.engine.local import LocalEngine
+from bot.engine.protocol import Engine
+from bot.narration.identity import vector_from_bytes
+from bot.settings import Settings
+from db.engine import open_database
+from tests.clips import voiced_wav_bytes
+from tests.scripted_engine import ScriptedEngine
+from tests.services import services_for
+
+pytestmark = pytest.mark.asyncio
+GUILD, CHANNEL, ALICE, BOB = 10, 20, 1, 2
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.finals: list[tuple[str, object]] = []
+
+    async def status(self, text: str) -> None:
+        self.statuses.append(text)
+
+    async def note(self, text: str) -> None:
+        self.statuses.append(text)
+
+    async def done(self, text: str, attachment) -> None:
+        self.finals.append((text, attachment))
+
+
+@pytest_asyncio.fixture
+async def scripted(tmp_path):
+    settings = Settings(
+        custom_voice_model="scripted/custom-voice", device="cpu", data_dir=tmp_path / "data",
+        outputs_dir=tmp_path / "out", database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",
+    )  # fmt: skip
+    engine = ScriptedEngine()
+    db = await open_database(settings.database_url)
+    services = services_for(settings, db, [engine])
+    await services.start()
+    yield services, engine
+    await services.shutdown()
+    await db.close()
+
+
+async def _say(services, user: int, script: str, voice: str | None = None) -> Recorder:
+    request = await services.say.prepare(GUILD, CHANNEL, user, set(), script, voice)
+    reporter = Recorder()
+    job, _ = await services.say.enqueue(request, reporter)
+    await asyncio.wait_for(job.done, 180)
+    await services.say.drain(timeout=10)
+    return reporter
+
+
+def _master_of(reporter: Recorder, outputs) -> np.ndarray:
+    (text, attachment), *_ = reporter.finals
+    assert text.startswith("Done:"), text
+    (wav,) = sorted(outputs.rglob("*.wav"))
+    audio, sr = sf.read(str(wav), dtype="float32")
+    assert sr == 24_000
+    return audio
+
+
+async def test_both_engines_satisfy_the_protocol(tmp_path, tiny_custom_voice) -> None:
+    assert isinstance(ScriptedEngine(), Engine)
+    (local,) = build_engines(Settings(custom_voice_model=str(tiny_custom_voice), device="cpu", data_dir=tmp_path))
+    assert isinstance(local, LocalEngine) and isinstance(local, Engine)
+
+
+async def test_services_start_the_engine_and_render_a_say_through_it(scripted) -> None:
+    services, engine = scripted
+    assert engine.calls[0] == "start"  # warmed before any job
+    assert await services.library.preset_speakers() == ["aiden", "serena"]  # read through the seam
+    reporter = await _say(services, ALICE, "[Excited] Hello there, friend. [Pause 0.5s] [@serena] And hi.")
+    audio = _master_of(reporter, services.settings.outputs_dir)
+    first, second = engine.requests
+    assert first.speaker == "aiden" and first.instruct and "excit" in first.instruct.lower()
+    assert second.speaker == "serena" and second.model == engine.model
+    assert len(audio) / 24_000 == pytest.approx(
+        len(first.text) / 15 + 0.5 + max(0.2, len(second.text) / 15), abs=0.05
+    )
+
+
+async def test_clone_and_design_go_through_the_seam_and_lock_the_timbre(scripted) -> None:
+    services, engine = scripted
+    cloned = await services.creation.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello", True)
+    designed = await services.creation.design(GUILD, BOB, "Mine", "a warm low voice", personal=True)
+    assert engine.calls.count("xvector") >= 2 and "design_clip" in engine.calls
+    assert cloned.timbre and designed.timbre and cloned.timbre != designed.timbre
+    await _say(services, BOB, "Spoken in my designed voice.")
+    (request,) = engine.requests
+    assert request.vector == pytest.approx(tuple(vector_from_bytes(designed.timbre)))  # the lock travels
+
+
+async def test_a_model_error_is_reported_and_the_next_say_renders(scripted) -> None:
+    services, engine = scripted
+    engine.fail_with = RuntimeError("device lost")
+    failed = await _say_failing(services)
+    assert failed and "Done:" not in failed[0][0]
+    reporter = await _say(services, ALICE, "After the failure.")
+    assert reporter.finals[0][0].startswith("Done:")
+
+
+async def _say_failing(services):
+    request = await services.say.prepare(GUILD, CHANNEL, ALICE, set(), "This one fails.", None)
+    reporter = Recorder()
+    job, _ = await services.say.enqueue(request, reporter)
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(job.done, 180)
+    await services.say.drain(timeout=10)
+    return reporter.finals
+
+
+@pytest.mark.parametrize("compile_", [True, False])
+async def test_narrator_compile_reaches_the_model_from_say(tmp_path, tiny_custom_voice, compile_: bool) -> None:
+    settings = Settings(
+        custom_voice_model=str(tiny_custom_voice), base_model=None, voice_design_model=None, device="cpu",
+        dtype="float32", compile=compile_, data_dir=tmp_path / "data", outputs_dir=tmp_path / "out",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",
+    )  # fmt: skip
+    db = await open_database(settings.database_url)
+    services = services_for(settings, db)
+    await services.start()
+    try:
+        reporter = await _say(services, ALICE, "Hello.")
+        assert reporter.finals[0][0].startswith("Done:")
+        engine = services.workers[0].narrator.engine
+        assert engine.speed_path_requested() is compile_
+    finally:
+        await services.shutdown()
+        await db.close()
