@@ -120,7 +120,7 @@ def unusable_error(url: str | URL, exc: BaseException, *, connecting: bool) -> D
                 f"cannot open {where} ({reason}); check that it is a writable file in a writable folder"
             )
         return None
-    if (connecting and isinstance(exc, (DBAPIError, OSError))) or _is_driver_error(exc):
+    if connecting and (isinstance(exc, (DBAPIError, OSError)) or _is_driver_error(exc)):
         return DatabaseUnusable(
             f"cannot connect to {describe_url(parsed)} ({reason}); check DATABASE_URL and that the server is running"
         )
@@ -128,9 +128,8 @@ def unusable_error(url: str | URL, exc: BaseException, *, connecting: bool) -> D
 
 
 def _is_driver_error(exc: BaseException) -> bool:
-    """asyncpg raises its own connection and authentication errors from `connect()`, not wrapped by SQLAlchemy."""
-    module = type(exc).__module__ or ""
-    return module.startswith("asyncpg") and "connection" in type(exc).__name__.lower() + str(exc).lower()
+    """asyncpg raises some errors of `connect()` (a wrong password, a missing database) unwrapped by SQLAlchemy."""
+    return (type(exc).__module__ or "").startswith("asyncpg")
 
 
 async def probe(engine: AsyncEngine) -> None:
