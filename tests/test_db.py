@@ -149,3 +149,29 @@ async def test_guild_settings_defaults_and_updates(database: Database) -> None:
             await repo.update_guild_settings(s, GUILD, volume=3)
     async with database.sessions() as s:
         assert (await repo.get_guild_settings(s, GUILD)).max_script_chars == 500
+
+
+@pytest.mark.asyncio
+async def test_downgrade_to_the_first_schema_and_back_keeps_voices_and_locks(database: Database) -> None:
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    voice = await _voice(database, name="Émile")
+    async with database.sessions.begin() as s:
+        await repo.lock_voice(s, BOB, GUILD, voice.id)
+
+    def migrate(sync_connection, revision: str, step) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_connection
+        step(cfg, revision)
+
+    async with database.engine.begin() as conn:
+        await conn.run_sync(migrate, "0001", command.downgrade)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(migrate, "head", command.upgrade)
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    assert diff == []
+    async with database.sessions() as s:
+        assert (await repo.locked_voice(s, BOB, GUILD)).id == voice.id
+        assert (await repo.find_voice(s, GUILD, BOB, "ÉMILE")).id == voice.id  # key recomputed on the way up

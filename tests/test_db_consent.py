@@ -177,8 +177,8 @@ async def test_existing_voices_migrate_as_confirmed(db_url: str) -> None:
     old = sa.table("voices", *(sa.column(c) for c in columns))
     async with engine.begin() as conn:
         await conn.execute(old.insert(), [
-            dict(zip(columns, (1, GUILD, ADMIN, "guild", "cloned", "c", "c", "m", True, "auto", 0, registered))),
-            dict(zip(columns, (2, GUILD, ADMIN, "guild", "preset", "p", "p", "m", False, "auto", 0, registered))),
+            dict(zip(columns, (1, GUILD, ADMIN, "guild", "cloned", "c", "c", "m", True, "auto", 0, registered), strict=True)),
+            dict(zip(columns, (2, GUILD, ADMIN, "guild", "preset", "p", "p", "m", False, "auto", 0, registered), strict=True)),
         ])  # fmt: skip
     await upgrade_async(engine)
     await engine.dispose()

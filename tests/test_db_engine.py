@@ -116,7 +116,7 @@ async def test_a_damaged_database_gives_one_clear_error(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{path}"
     db = await open_database(url)
     async with db.sessions.begin() as s:
-        for i in range(300):
+        for _ in range(300):
             await repo.add_render(s, 1, 2, 3, "x" * 500, None)
     await db.close()
     data = bytearray(path.read_bytes())

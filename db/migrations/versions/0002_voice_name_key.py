@@ -87,5 +87,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("uq_voice_personal_name_key", "voices")
     op.drop_index("uq_voice_library_name_key", "voices")
-    with op.batch_alter_table("voices") as batch:
-        batch.drop_column("name_key")
+    op.drop_column("voices", "name_key")  # SQLite >= 3.35 drops it in place (a batch copy would cascade to locks)

@@ -34,6 +34,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_voices_speaker_user_id", "voices")
-    with op.batch_alter_table("voices") as batch:
-        for column in ("speaker_only", "allowed_role_id", "consented_at", "consent_state", "speaker_user_id"):
-            batch.drop_column(column)
+    for column in ("speaker_only", "allowed_role_id", "consented_at", "consent_state", "speaker_user_id"):
+        op.drop_column("voices", column)  # in place: a batch copy of voices would cascade to locks

@@ -24,6 +24,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("guild_settings") as batch:
-        batch.drop_column("manage_role_id")
+    op.drop_column("guild_settings", "manage_role_id")
     op.drop_index("ix_renders_created_at", "renders")
