@@ -12,6 +12,7 @@ import unicodedata
 
 def voice_name_key(name: str) -> str:
     """NFKC + casefold (applied twice, so the key of a key is itself), surrounding spaces dropped, inner runs of
-    whitespace made one space: "  ÉMILE " and "émile", "Ｍｅｇａ" and "mega", "Straße" and "STRASSE" share a key."""
+    whitespace made one space: "  ÉMILE " and "émile", "Ｍｅｇａ" and "mega", "Straße" and "STRASSE" share
+    a key."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
     return " ".join(folded.split())

@@ -175,11 +175,12 @@ async def test_existing_voices_migrate_as_confirmed(db_url: str) -> None:
     columns = ("id", "guild_id", "owner_id", "scope", "kind", "name", "name_key", "model", "consent", "language",
                "seed", "created_at")  # fmt: skip
     old = sa.table("voices", *(sa.column(c) for c in columns))
+    values = [
+        (1, GUILD, ADMIN, "guild", "cloned", "c", "c", "m", True, "auto", 0, registered),
+        (2, GUILD, ADMIN, "guild", "preset", "p", "p", "m", False, "auto", 0, registered),
+    ]
     async with engine.begin() as conn:
-        await conn.execute(old.insert(), [
-            dict(zip(columns, (1, GUILD, ADMIN, "guild", "cloned", "c", "c", "m", True, "auto", 0, registered), strict=True)),
-            dict(zip(columns, (2, GUILD, ADMIN, "guild", "preset", "p", "p", "m", False, "auto", 0, registered), strict=True)),
-        ])  # fmt: skip
+        await conn.execute(old.insert(), [dict(zip(columns, row, strict=True)) for row in values])
     await upgrade_async(engine)
     await engine.dispose()
     db = await open_database(db_url)
