@@ -59,18 +59,26 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 
 def _on_connect(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets `narrator db current` or a backup read while the bot writes; foreign keys make CASCADE real.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.close()
+    try:
+        cursor = dbapi_connection.cursor()
+        # WAL lets `narrator db current` or a backup read while the bot writes; foreign keys make CASCADE real.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+    except Exception:
+        # A file that is not a database fails here; the pool then drops the connection without closing it, which
+        # would leave aiosqlite's thread running after the event loop has gone.
+        dbapi_connection.close()
+        raise
 
 
 def create_engine(url: str | URL) -> AsyncEngine:
     parsed = async_url(url)
     path = sqlite_file(parsed)
     if path is not None:
+        if path.is_dir():  # caught here: aiosqlite's failed connect would leave its thread to race the loop's end
+            raise DatabaseUnusable(f"{path} is a folder, not a SQLite database file; point DATABASE_URL at a file")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

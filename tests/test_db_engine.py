@@ -132,7 +132,7 @@ async def test_a_damaged_database_gives_one_clear_error(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_a_folder_in_place_of_the_file_gives_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "narrator.db").mkdir()
-    with pytest.raises(DatabaseUnusable, match="cannot open") as caught:
+    with pytest.raises(DatabaseUnusable, match="is a folder") as caught:
         await open_database(f"sqlite+aiosqlite:///{tmp_path / 'narrator.db'}")
     _one_line(caught.value)
 
