@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import VoiceNameTaken
@@ -160,7 +160,7 @@ def _visible(guild_id: int, user_id: int):
 
 
 def _usable(include_pending: bool):
-    return True if include_pending else VoiceRow.consent_state == "confirmed"
+    return true() if include_pending else VoiceRow.consent_state == "confirmed"
 
 
 async def list_voices(
