@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import InvalidSetting
 from db.models import ChatChannelRow, ChatSettingsRow, DictionaryRuleRow, NicknameRow, utcnow
+from db.names import voice_name_key
 
 MESSAGE_SECONDS_RANGE = (5, 120)
 MAX_PREFIX_CHARS = 16
@@ -210,29 +211,45 @@ async def add_rule(
     *,
     is_regex: bool = False,
 ) -> DictionaryRule:
-    """Add a rule (`user_id` None: the guild's). The same pattern (same kind) of the same owner is replaced, so
-    adding it again changes its replacement. Pattern syntax (a regex that compiles in the linear-time engine) is the
-    caller's to check; lengths are checked here."""
+    """Add a rule (`user_id` None: the guild's). The same pattern of the same owner (a plain one compared without
+    case, as it matches; a regex exactly) is replaced, so adding it again changes its replacement. Pattern syntax
+    (a regex that compiles in the linear-time engine) is the caller's to check; lengths are checked here."""
     if not 1 <= len(pattern) <= MAX_RULE_CHARS or len(replacement) > MAX_RULE_CHARS:
         raise InvalidSetting(f"a rule's pattern must be 1 to {MAX_RULE_CHARS} characters, its replacement at most so")
-    row = await session.scalar(
-        select(DictionaryRuleRow).where(
-            _owner(guild_id, user_id), DictionaryRuleRow.pattern == pattern, DictionaryRuleRow.is_regex == is_regex
-        )
-    )
+    same = await _same_pattern(session, guild_id, user_id, pattern, is_regex=is_regex)
+    row = same[0] if same else None
     if row is None:
         row = DictionaryRuleRow(guild_id=guild_id, user_id=user_id, pattern=pattern, is_regex=is_regex)
         session.add(row)
-    row.replacement, row.created_at = replacement, utcnow()
+    row.pattern, row.replacement, row.created_at = pattern, replacement, utcnow()
     await session.flush()
     return _rule(row)
 
 
+def _plain_key(pattern: str) -> str:
+    return voice_name_key(pattern)  # NFKC + casefold, spaces squashed: how a plain rule's pattern matches
+
+
+async def _same_pattern(
+    session: AsyncSession, guild_id: int, user_id: int | None, pattern: str, *, is_regex: bool | None
+) -> list[DictionaryRuleRow]:
+    """This owner's rules with this pattern: regex ones exactly, plain ones without case (compared here in Python,
+    SQLite's lower() folds only ASCII; an owner has at most a few hundred rules). `is_regex` None: either kind."""
+    where = [_owner(guild_id, user_id)]
+    if is_regex is not None:
+        where.append(DictionaryRuleRow.is_regex == is_regex)
+    rows = await session.scalars(select(DictionaryRuleRow).where(*where).order_by(DictionaryRuleRow.id))
+    key = _plain_key(pattern)
+    return [r for r in rows if (r.pattern == pattern if r.is_regex else _plain_key(r.pattern) == key)]
+
+
 async def remove_rule(session: AsyncSession, guild_id: int, user_id: int | None, pattern: str) -> int:
-    """Remove this owner's rules with exactly this pattern (plain or regex); returns how many went."""
-    result = await session.execute(
-        delete(DictionaryRuleRow).where(_owner(guild_id, user_id), DictionaryRuleRow.pattern == pattern)
-    )
+    """Remove this owner's rules with this pattern (a regex one exactly, a plain one without case); returns how
+    many went."""
+    ids = [r.id for r in await _same_pattern(session, guild_id, user_id, pattern, is_regex=None)]
+    if not ids:
+        return 0
+    result = await session.execute(delete(DictionaryRuleRow).where(DictionaryRuleRow.id.in_(ids)))
     return result.rowcount
 
 

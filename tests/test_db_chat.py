@@ -113,17 +113,22 @@ async def test_dictionary_rules_per_guild_and_user_with_counts(database: Databas
         await chat.add_rule(s, GUILD, None, r"\bk8s\b", "kubernetes", is_regex=True)
         await chat.add_rule(s, GUILD, ALICE, "gif", "gift")
         await chat.add_rule(s, OTHER_GUILD, None, "x", "y")
-        again = await chat.add_rule(s, GUILD, None, "gif", "ghif")  # same pattern: replaced, not added
+        again = await chat.add_rule(s, GUILD, None, "GIF", "ghif")  # same plain pattern in any case: replaced
+        await chat.add_rule(s, GUILD, None, "Ærø", "airo")
+        await chat.add_rule(s, GUILD, None, r"\bK8S\b", "kates", is_regex=True)  # a regex is compared exactly
     assert again.replacement == "ghif" and again.user_id is None and not again.is_regex
+    async with database.sessions.begin() as s:
+        assert await chat.remove_rule(s, GUILD, None, "ÆRØ") == 1
+        assert await chat.remove_rule(s, GUILD, None, r"\bK8S\b") == 1
     async with database.sessions.begin() as s:
         assert await chat.count_rules(s, GUILD, None) == 2
         assert await chat.count_rules(s, GUILD, ALICE) == 1
         assert await chat.count_rules(s, GUILD, BOB) == 0
         applied = await chat.rules_for(s, GUILD, ALICE)
         assert [(r.user_id, r.pattern, r.replacement) for r in applied] == [
-            (ALICE, "gif", "gift"), (None, "gif", "ghif"), (None, r"\bk8s\b", "kubernetes")]  # fmt: skip
-        assert [r.pattern for r in await chat.rules_for(s, GUILD, BOB)] == ["gif", r"\bk8s\b"]
-        assert await chat.remove_rule(s, GUILD, ALICE, "gif") == 1
+            (ALICE, "gif", "gift"), (None, "GIF", "ghif"), (None, r"\bk8s\b", "kubernetes")]  # fmt: skip
+        assert [r.pattern for r in await chat.rules_for(s, GUILD, BOB)] == ["GIF", r"\bk8s\b"]
+        assert await chat.remove_rule(s, GUILD, ALICE, "Gif") == 1
         assert await chat.remove_rule(s, GUILD, ALICE, "gif") == 0
         regex = (await chat.list_rules(s, GUILD, None))[1]
         assert await chat.remove_rule_by_id(s, GUILD, ALICE, regex.id) is False  # not Alice's rule
@@ -131,7 +136,7 @@ async def test_dictionary_rules_per_guild_and_user_with_counts(database: Databas
         with pytest.raises(InvalidSetting, match="200"):
             await chat.add_rule(s, GUILD, None, "x" * 201, "y")
     async with database.sessions.begin() as s:
-        assert [r.pattern for r in await chat.list_rules(s, GUILD, None)] == ["gif"]
+        assert [r.pattern for r in await chat.list_rules(s, GUILD, None)] == ["GIF"]
         assert await chat.clear_rules(s, GUILD, None) == 1
         assert await chat.count_rules(s, OTHER_GUILD, None) == 1
 
