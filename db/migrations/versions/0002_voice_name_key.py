@@ -62,8 +62,10 @@ def upgrade() -> None:
     op.add_column("voices", sa.Column("name_key", sa.Text(), nullable=False, server_default=""))
     bind = op.get_bind()
     rows = bind.execute(sa.select(voices.c.id, voices.c.guild_id, voices.c.owner_id, voices.c.scope, voices.c.name))
-    for voice_id, key in unique_keys([tuple(r) for r in rows]).items():
-        bind.execute(voices.update().where(voices.c.id == voice_id).values(name_key=key))
+    keys = unique_keys([tuple(r) for r in rows])
+    if keys:  # one executemany, not a statement per voice
+        by_id = voices.update().where(voices.c.id == sa.bindparam("voice_id")).values(name_key=sa.bindparam("key"))
+        bind.execute(by_id, [{"voice_id": voice_id, "key": key} for voice_id, key in keys.items()])
     if bind.dialect.name != "sqlite":  # SQLite cannot drop a column default without copying the table
         op.alter_column("voices", "name_key", server_default=None)
     op.create_index(
