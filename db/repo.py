@@ -1,17 +1,23 @@
 """Async repositories: small functions that take a session and return plain frozen dataclasses.
 
 Callers own the transaction (`async with db.sessions.begin() as session:`). Nothing here knows Discord; ids are ints.
+Names are looked up by `voice_name_key` (NFKC + casefold), so "Émile", "ÉMILE" and "émile" are one name. Voices whose
+speaker has not yet confirmed (consent_state "pending") are not usable: lookups for use skip them, while the name
+checks (`name_taken`, `library_voice`) still see them. More repositories: db.consent, db.retention, db.chat.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.errors import VoiceNameTaken
 from db.models import GuildSettingsRow, LockRow, RenderRow, VoiceRow, utcnow
+from db.names import voice_name_key
 
 GLOBAL_GUILD = 0  # voices imported by the operator (`narrator voices import`) are visible in every guild
 VOICE_KINDS = ("preset", "designed", "cloned", "finetuned")
@@ -37,6 +43,16 @@ class Voice:
     language: str
     seed: int
     created_at: datetime
+    name_key: str = ""
+    speaker_user_id: int | None = None  # the person a cloned voice was made from (None: unknown or not cloned)
+    consent_state: str = "confirmed"  # pending | confirmed
+    consented_at: datetime | None = None
+    allowed_role_id: int | None = None  # only members with this role may use it (None: everyone who sees it)
+    speaker_only: bool = False  # only the speaker may use it
+
+    @property
+    def usable(self) -> bool:
+        return self.consent_state == "confirmed"
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,19 @@ class GuildSettings:
     required_role_id: int | None = None
     default_voice: str | None = None
     auto_leave: bool = True
+    manage_role_id: int | None = None  # may stop/skip others' renders and move the bot (besides Manage Server)
 
 
-def _voice(row: VoiceRow) -> Voice:
+def may_use(voice: Voice, user_id: int, role_ids: Iterable[int] = ()) -> bool:
+    """Whether this member may speak with `voice` (it is visible to them): confirmed, and within its restriction."""
+    if not voice.usable:
+        return False
+    if voice.speaker_only and user_id != voice.speaker_user_id:
+        return False
+    return voice.allowed_role_id is None or voice.allowed_role_id in set(role_ids) or user_id == voice.speaker_user_id
+
+
+def voice_from_row(row: VoiceRow) -> Voice:
     return Voice(**{name: getattr(row, name) for name in Voice.__dataclass_fields__})
 
 
@@ -103,11 +129,26 @@ def _render(row: RenderRow) -> Render:
 # ---- voices -------------------------------------------------------------------------------------------------------
 
 
-async def add_voice(session: AsyncSession, new: NewVoice) -> Voice:
-    row = VoiceRow(**new.__dict__, created_at=utcnow())
+async def add_voice(session: AsyncSession, new: NewVoice, **consent: object) -> Voice:
+    """Insert a voice; `VoiceNameTaken` if its name is already used where it must be unique. `consent`: any of the
+    consent columns (speaker_user_id, consent_state, consented_at, allowed_role_id, speaker_only), for db.consent."""
+    taken = await name_taken(session, new.guild_id, new.owner_id, new.scope, new.name)
+    if taken is not None:
+        raise VoiceNameTaken(f"a voice called {taken.name!r} already exists there (voice {taken.id})")
+    row = VoiceRow(**new.__dict__, name_key=voice_name_key(new.name), created_at=utcnow(), **consent)
     session.add(row)
     await session.flush()
-    return _voice(row)
+    return voice_from_row(row)
+
+
+async def name_taken(session: AsyncSession, guild_id: int, owner_id: int, scope: str, name: str) -> Voice | None:
+    """The voice that already holds `name` where a new one would need it: the guild's library (scope "guild") or
+    the owner's personal voices (scope "personal", across guilds). Pending voices hold their names too."""
+    where = VoiceRow.guild_id == guild_id if scope == "guild" else VoiceRow.owner_id == owner_id
+    row = await session.scalar(
+        select(VoiceRow).where(VoiceRow.scope == scope, where, VoiceRow.name_key == voice_name_key(name))
+    )
+    return voice_from_row(row) if row else None
 
 
 def _visible(guild_id: int, user_id: int):
@@ -118,48 +159,63 @@ def _visible(guild_id: int, user_id: int):
     )
 
 
-async def list_voices(session: AsyncSession, guild_id: int, user_id: int) -> list[Voice]:
-    rows = await session.scalars(select(VoiceRow).where(_visible(guild_id, user_id)).order_by(VoiceRow.name))
-    return [_voice(r) for r in rows]
+def _usable(include_pending: bool):
+    return true() if include_pending else VoiceRow.consent_state == "confirmed"
+
+
+async def list_voices(
+    session: AsyncSession, guild_id: int, user_id: int, *, include_pending: bool = False
+) -> list[Voice]:
+    rows = await session.scalars(
+        select(VoiceRow).where(_visible(guild_id, user_id), _usable(include_pending)).order_by(VoiceRow.name_key)
+    )
+    return [voice_from_row(r) for r in rows]
 
 
 async def all_voices(session: AsyncSession) -> list[Voice]:
     """Every voice of every guild (for the operator's `narrator voices list`)."""
     rows = await session.scalars(select(VoiceRow).order_by(VoiceRow.guild_id, VoiceRow.name))
-    return [_voice(r) for r in rows]
+    return [voice_from_row(r) for r in rows]
 
 
-async def find_voice(session: AsyncSession, guild_id: int, user_id: int, name: str) -> Voice | None:
-    """A voice by case-insensitive name as this user sees it; a personal voice wins over a library one."""
+async def find_voice(
+    session: AsyncSession, guild_id: int, user_id: int, name: str, *, include_pending: bool = False
+) -> Voice | None:
+    """A voice by name key as this user sees it; a personal voice wins over a library one, the guild's over an
+    operator import. Voices awaiting their speaker's consent only with `include_pending`."""
     rows = await session.scalars(
-        select(VoiceRow).where(_visible(guild_id, user_id), func.lower(VoiceRow.name) == name.strip().lower())
+        select(VoiceRow).where(
+            _visible(guild_id, user_id), _usable(include_pending), VoiceRow.name_key == voice_name_key(name)
+        )
     )
-    found = sorted((_voice(r) for r in rows), key=lambda v: (v.scope != "personal", v.guild_id == GLOBAL_GUILD))
+    found = sorted((voice_from_row(r) for r in rows), key=lambda v: (v.scope != "personal", v.guild_id == GLOBAL_GUILD))
     return found[0] if found else None
 
 
 async def find_voice_anywhere(session: AsyncSession, guild_id: int, name: str) -> list[Voice]:
-    """Every voice of that name in the guild, whoever owns it (to tell "not yours" from "unknown")."""
+    """Every voice of that name in the guild, whoever owns it, pending ones too (to tell "not yours" or "not yet
+    confirmed" from "unknown")."""
     rows = await session.scalars(
         select(VoiceRow).where(
-            VoiceRow.guild_id.in_((guild_id, GLOBAL_GUILD)), func.lower(VoiceRow.name) == name.lower()
+            VoiceRow.guild_id.in_((guild_id, GLOBAL_GUILD)), VoiceRow.name_key == voice_name_key(name)
         )
     )
-    return [_voice(r) for r in rows]
+    return [voice_from_row(r) for r in rows]
 
 
 async def get_voice(session: AsyncSession, voice_id: int) -> Voice | None:
     row = await session.get(VoiceRow, voice_id)
-    return _voice(row) if row else None
+    return voice_from_row(row) if row else None
 
 
 async def library_voice(session: AsyncSession, guild_id: int, name: str) -> Voice | None:
+    """The guild library's voice of that name (pending or not: the name is taken either way)."""
     row = await session.scalar(
         select(VoiceRow).where(
-            VoiceRow.scope == "guild", VoiceRow.guild_id == guild_id, func.lower(VoiceRow.name) == name.lower()
+            VoiceRow.scope == "guild", VoiceRow.guild_id == guild_id, VoiceRow.name_key == voice_name_key(name)
         )
     )
-    return _voice(row) if row else None
+    return voice_from_row(row) if row else None
 
 
 async def remove_voice(session: AsyncSession, voice_id: int) -> bool:
@@ -191,7 +247,7 @@ async def locked_voice(session: AsyncSession, user_id: int, guild_id: int) -> Vo
         .join(LockRow, LockRow.voice_id == VoiceRow.id)
         .where(LockRow.user_id == user_id, LockRow.guild_id == guild_id)
     )
-    return _voice(row) if row else None
+    return voice_from_row(row) if row else None
 
 
 # ---- renders ------------------------------------------------------------------------------------------------------
@@ -271,11 +327,12 @@ async def get_guild_settings(session: AsyncSession, guild_id: int) -> GuildSetti
     row = await session.get(GuildSettingsRow, guild_id)
     if row is None:
         return GuildSettings(guild_id)
-    return GuildSettings(row.guild_id, row.max_script_chars, row.required_role_id, row.default_voice, row.auto_leave)
+    return GuildSettings(**{name: getattr(row, name) for name in GuildSettings.__dataclass_fields__})
 
 
 async def update_guild_settings(session: AsyncSession, guild_id: int, **values: object) -> GuildSettings:
-    """Change some of max_script_chars, required_role_id, default_voice, auto_leave; returns the new settings."""
+    """Change some of max_script_chars, required_role_id, default_voice, auto_leave, manage_role_id; returns the new
+    settings."""
     allowed = set(GuildSettings.__dataclass_fields__) - {"guild_id"}
     unknown = set(values) - allowed
     if unknown:

@@ -10,21 +10,28 @@ from sqlalchemy import text
 
 from db import repo
 from db.engine import Database, open_database
+from db.errors import VoiceNameTaken
 from db.migrate import current, head_revision, upgrade
 from db.models import Base
+from tests import db_backends
 
 GUILD, OTHER_GUILD, ALICE, BOB = 111, 222, 1, 2
 
 
+@pytest.fixture(params=db_backends.BACKENDS)
+def db_url(request, tmp_path: Path):
+    yield from db_backends.fresh_url(request.param, tmp_path)
+
+
 @pytest_asyncio.fixture
-async def database(tmp_path: Path):
-    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'n.db'}")
+async def database(db_url: str):
+    db = await open_database(db_url)
     yield db
     await db.close()
 
 
-def test_cli_upgrade_then_current(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+def test_cli_upgrade_then_current(db_url: str) -> None:
+    url = db_url
     assert current(url) is None
     upgrade(url)
     assert current(url) == head_revision()
@@ -33,11 +40,11 @@ def test_cli_upgrade_then_current(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_migrations_match_models_and_use_wal(database: Database) -> None:
+async def test_migrations_match_models_and_sqlite_uses_wal(database: Database) -> None:
     async with database.engine.connect() as conn:
-        mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
         diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
-    assert mode == "wal"
+        if database.engine.dialect.name == "sqlite":
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
     assert diff == [], f"models and migrations differ: {diff}"
 
 
@@ -69,8 +76,10 @@ async def test_voice_visibility_personal_and_library(database: Database) -> None
 @pytest.mark.asyncio
 async def test_duplicate_library_name_is_refused(database: Database) -> None:
     await _voice(database, name="dup")
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(VoiceNameTaken, match="dup"):
         await _voice(database, name="dup")
+    with pytest.raises(VoiceNameTaken):
+        await _voice(database, name="DUP", owner_id=BOB)  # a library name is the guild's, whoever registers it
 
 
 def test_bad_kind_names_the_allowed_set() -> None:
@@ -99,8 +108,8 @@ async def test_lock_unlock_and_remove_cascades(database: Database) -> None:
 
 
 @pytest.mark.asyncio
-async def test_render_lifecycle_and_interrupted_on_restart(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+async def test_render_lifecycle_and_interrupted_on_restart(db_url: str) -> None:
+    url = db_url
     db = await open_database(url)
     async with db.sessions.begin() as s:
         done = await repo.add_render(s, GUILD, 5, ALICE, "[Calm] hi", None)
@@ -134,7 +143,35 @@ async def test_guild_settings_defaults_and_updates(database: Database) -> None:
         assert await repo.get_guild_settings(s, GUILD) == repo.GuildSettings(GUILD)
         updated = await repo.update_guild_settings(s, GUILD, max_script_chars=500, auto_leave=False)
         assert updated.max_script_chars == 500 and updated.auto_leave is False
+        assert updated.manage_role_id is None
+        assert (await repo.update_guild_settings(s, GUILD, manage_role_id=77)).manage_role_id == 77
         with pytest.raises(ValueError, match="volume"):
             await repo.update_guild_settings(s, GUILD, volume=3)
     async with database.sessions() as s:
         assert (await repo.get_guild_settings(s, GUILD)).max_script_chars == 500
+
+
+@pytest.mark.asyncio
+async def test_downgrade_to_the_first_schema_and_back_keeps_voices_and_locks(database: Database) -> None:
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    voice = await _voice(database, name="Émile")
+    async with database.sessions.begin() as s:
+        await repo.lock_voice(s, BOB, GUILD, voice.id)
+
+    def migrate(sync_connection, revision: str, step) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_connection
+        step(cfg, revision)
+
+    async with database.engine.begin() as conn:
+        await conn.run_sync(migrate, "0001", command.downgrade)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(migrate, "head", command.upgrade)
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    assert diff == []
+    async with database.sessions() as s:
+        assert (await repo.locked_voice(s, BOB, GUILD)).id == voice.id
+        assert (await repo.find_voice(s, GUILD, BOB, "ÉMILE")).id == voice.id  # key recomputed on the way up

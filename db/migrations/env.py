@@ -1,4 +1,4 @@
-"""Alembic environment for the narrator database (SQLAlchemy asyncio + aiosqlite).
+"""Alembic environment for the narrator database (SQLAlchemy asyncio: aiosqlite, or asyncpg for PostgreSQL).
 
 Called by `db.migrate`: the connection arrives in `config.attributes["connection"]` (a sync facade of an async
 connection). Run through the `alembic` command line instead, it opens its own async engine from `sqlalchemy.url`.
