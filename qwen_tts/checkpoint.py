@@ -92,9 +92,10 @@ def check_safetensors(path: Path) -> None:
         raise CheckpointError(f"cannot read {path} ({one_line(exc)}); check its permissions or {REDOWNLOAD}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} has a damaged header (not a safetensors file?); {REDOWNLOAD}") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a damaged header (not a safetensors file?); {REDOWNLOAD}")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a damaged header (not a safetensors file?); {REDOWNLOAD}") from exc
     needed = 8 + length + max(ends, default=0)
     if size < needed:
         raise CheckpointError(

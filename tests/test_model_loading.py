@@ -292,3 +292,15 @@ def test_sharded_index_errors_name_the_index(tiny_custom_voice, tmp_path):
     (folder / "model.safetensors.index.json").write_text("{}")
     with pytest.raises(CheckpointError, match="no weight_map"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"a": {"dtype": "F32"}}', b'{"a": 3}', b"\xff\xfe not json"])
+def test_a_damaged_safetensors_header_is_named(tmp_path, header):
+    import struct
+
+    from qwen_tts.checkpoint import check_safetensors
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="damaged header"):
+        check_safetensors(path)
