@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["AudioError", "Codec", "QwenTTS", "SamplingParams", "SynthesisRequest", "load_audio"]
+__all__ = ["AudioError", "CheckpointError", "Codec", "QwenTTS", "SamplingParams", "SynthesisRequest", "load_audio"]
 
 _WHERE = {
     "QwenTTS": "qwen_tts.api",
@@ -17,6 +17,7 @@ _WHERE = {
     "SamplingParams": "qwen_tts.sampling",
     "Codec": "qwen_tts.codec",
     "AudioError": "qwen_tts.audio",
+    "CheckpointError": "qwen_tts.checkpoint",
     "load_audio": "qwen_tts.audio",
 }
 

@@ -106,10 +106,10 @@ class QwenTTS:
         import json
 
         from qwen_tts.codec import Codec
-        from qwen_tts.loading import load_model, resolve_checkpoint
+        from qwen_tts.loading import load_model, resolve_checkpoint, verify_checkpoint
         from qwen_tts.tokenizer import TextTokenizer
 
-        folder = resolve_checkpoint(name_or_path)
+        folder = verify_checkpoint(resolve_checkpoint(name_or_path))  # a broken folder fails before any model work
         model = load_model(folder, device=device, dtype=dtype)
         tokenizer = TextTokenizer.from_pretrained(folder)
         if len(tokenizer) > model.config.talker_config.text_vocab_size:

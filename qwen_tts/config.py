@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen_tts.checkpoint import REDOWNLOAD, CheckpointError, one_line, read_json
+
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("base", "custom_voice", "voice_design")
@@ -23,6 +25,20 @@ _REQUIRED_CODEC_IDS = (
     "codec_eos_token_id", "codec_think_id", "codec_nothink_id", "codec_think_bos_id", "codec_think_eos_id",
     "codec_pad_id", "codec_bos_id",
 )  # fmt: skip
+
+
+def config_from_json(cls: Any, path: Path) -> Any:
+    """``cls.from_dict`` of the JSON object in ``path``, every failure a one-line CheckpointError naming the file: a
+    missing or malformed file, a value of the wrong type, or a value the checks below refuse."""
+    data = read_json(path)
+    try:
+        return cls.from_dict(data)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a valid {cls.__name__} ({one_line(exc)}); fix the value or {REDOWNLOAD}"
+        ) from exc
 
 
 def split_known_keys(cls: type, data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -236,7 +252,8 @@ class Qwen3TTSConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> Qwen3TTSConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read and validate ``path``; any problem is a CheckpointError naming the file."""
+        return config_from_json(cls, Path(path))
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -7,12 +7,21 @@ requested device and dtype.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from qwen_tts.checkpoint import (
+    REDOWNLOAD,
+    CheckpointError,
+    check_safetensors,
+    check_state_dict,
+    load_safetensors,
+    looks_local,
+    one_line,
+    read_json,
+)
 from qwen_tts.config import Qwen3TTSConfig
 from qwen_tts.model import Qwen3TTSModel
 
@@ -21,15 +30,7 @@ log = logging.getLogger(__name__)
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "speech_tokenizer/*"]
-_LISTED = 8  # how many key names an error lists before "... and N more"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or hub id that cannot be loaded; the message says what is wrong and how to fix it."""
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1
+TINY_HINT = "or write a tiny test checkpoint with `python -m qwen_tts.tiny DIR --type custom_voice`"
 
 
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
@@ -38,69 +39,78 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
     if path.is_dir():
         return path
     name = str(name_or_path)
-    if _looks_local(name):
-        raise CheckpointError(f"checkpoint folder {name!r} does not exist; pass a folder that holds config.json")
+    if path.exists():
+        raise CheckpointError(f"{name} is a file, not a checkpoint folder; pass the folder that holds config.json")
+    if isinstance(name_or_path, Path) or looks_local(name):
+        looked = "" if path.is_absolute() else f" (looked for {path.absolute()})"
+        raise CheckpointError(
+            f"checkpoint folder {name} does not exist{looked}; pass a folder that holds "
+            f"config.json, download one with `hf download Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice --local-dir DIR`, "
+            f"{TINY_HINT}"
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # offline, unknown repo, gated, proxy...: the fix is the same
         raise CheckpointError(
-            f"could not fetch {name!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). On a machine with "
-            f"internet run `huggingface-cli download {name} --local-dir DIR`, copy DIR here and pass that local "
-            f"folder instead of the hub id"
+            f"{name!r} is not a local folder ({path.absolute()} does not exist) and could not be fetched from the "
+            f"Hugging Face hub ({type(exc).__name__}: {one_line(exc)}); on a machine with internet run "
+            f"`hf download {name} --local-dir DIR`, copy DIR here and pass that local folder instead of the hub id"
         ) from exc
 
 
 def load_config(folder: str | Path) -> Qwen3TTSConfig:
+    """The checkpoint's config.json, parsed and validated (CheckpointError naming the file otherwise)."""
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: {folder} is not a Qwen3-TTS checkpoint folder")
+        raise CheckpointError(
+            f"{folder} is not a Qwen3-TTS checkpoint folder (it has no config.json); pass the folder that "
+            f"`hf download Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice --local-dir DIR` wrote, {TINY_HINT}"
+        )
+    if "talker_config" not in read_json(path):
+        raise CheckpointError(
+            f"{folder} is not a Qwen3-TTS checkpoint folder (its config.json has no talker_config; a codec's "
+            f"speech_tokenizer/ folder or another model?); pass the folder that holds the whole checkpoint"
+        )
     return Qwen3TTSConfig.from_json(path)
+
+
+def _shards(folder: Path) -> list[Path]:
+    """The weight files of a checkpoint: model.safetensors, or the shards its index names."""
+    single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
+    if single.exists():
+        return [single]
+    if index.is_file():
+        weight_map = read_json(index, "the weights index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no weight_map; {REDOWNLOAD}")
+        return [folder / shard for shard in sorted(set(weight_map.values()))]
+    raise CheckpointError(f"{folder} has neither {WEIGHTS} nor {WEIGHTS_INDEX}; {REDOWNLOAD}")
 
 
 def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of model.safetensors (or its sharded index) on CPU."""
-    from safetensors.torch import load_file
-
-    single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
-    if single.is_file():
-        return load_file(single)
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(folder / shard))
-        return tensors
-    raise CheckpointError(f"{folder} has neither {WEIGHTS} nor {WEIGHTS_INDEX}")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in _shards(folder):
+        tensors.update(load_safetensors(shard))
+    return tensors
 
 
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_LISTED])
-    return shown + (f" ... and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
+def verify_checkpoint(folder: str | Path) -> Path:
+    """Check, without loading any tensor, that ``folder`` is a complete checkpoint: config.json valid, weights and
+    the codec's weights not truncated, tokenizer files present. Raises CheckpointError; cheap enough to run before
+    any model work (a 1.7B folder reads a few headers, not gigabytes)."""
+    from qwen_tts.codec.codec import verify_codec
+    from qwen_tts.tokenizer import check_tokenizer_files
 
-
-def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], where: str) -> None:
-    """Raise CheckpointError naming every missing, unexpected and shape-mismatched key."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = sorted(
-        f"{k} (file {tuple(found[k].shape)}, model {tuple(expected[k])})"
-        for k in set(expected) & set(found)
-        if tuple(found[k].shape) != tuple(expected[k])
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
-    if problems:
-        raise CheckpointError(
-            f"{where} does not match its config.json ({'; '.join(problems)}). Check that config.json belongs to these "
-            f"weights (tts_model_type, sizes) and that the file is complete"
-        )
+    folder = Path(folder)
+    load_config(folder)
+    for shard in _shards(folder):
+        check_safetensors(shard)
+    check_tokenizer_files(folder)
+    verify_codec(folder)
+    return folder
 
 
 def build_empty(config: Qwen3TTSConfig) -> Qwen3TTSModel:

@@ -16,7 +16,11 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
+from qwen_tts.checkpoint import REDOWNLOAD, CheckpointError, one_line, read_json
+
 log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
 TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tts_pad>", "<tts_text_bos>", "<tts_text_eod>"]
 # Chains of prefix merges; the prompt's role words come first so no other merge can split them.
@@ -90,6 +94,23 @@ def _check_prompt_tokens(tok: TextTokenizer, ids: dict[str, int]) -> None:
         raise AssertionError(f"tiny tokenizer splits a prompt token: {got} != {want}")
 
 
+def check_tokenizer_files(folder: Path) -> None:
+    """The text tokenizer's files are there: vocab.json + merges.txt (the released layout) or one tokenizer.json.
+
+    Checked before transformers is asked: without them it falls back to other tokenizer classes and fails with an
+    ImportError about protobuf or sentencepiece, which sends the operator the wrong way.
+    """
+    if (folder / "tokenizer.json").is_file():
+        return
+    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{folder} has no {' and no '.join(missing)} (files of the text tokenizer); copy them from the same hub "
+            f"repo (`hf download REPO_ID {' '.join(TOKENIZER_FILES)} --local-dir {folder}`) or {REDOWNLOAD}"
+        )
+    read_json(folder / "vocab.json", "the tokenizer vocabulary")
+
+
 class TextTokenizer:
     """The checkpoint's text tokenizer and the three prompt strings of the official package."""
 
@@ -98,15 +119,17 @@ class TextTokenizer:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> TextTokenizer:
+        """The tokenizer of a checkpoint folder; CheckpointError naming the file when one is missing or broken."""
         from transformers import AutoTokenizer
 
+        check_tokenizer_files(Path(folder))
         try:
             # fix_mistral_regex=True as the official processor: it changes the split regex of the real 151k vocab.
             hf = AutoTokenizer.from_pretrained(str(folder), padding_side="left", fix_mistral_regex=True)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"cannot load the text tokenizer from {folder} ({exc}); the folder needs vocab.json + merges.txt "
-                f"(or tokenizer.json) from the checkpoint"
+        except Exception as exc:  # OSError, ValueError, a misleading ImportError...: the files are what is wrong
+            raise CheckpointError(
+                f"cannot load the text tokenizer from {folder} ({one_line(exc)}); the folder needs vocab.json, "
+                f"merges.txt and tokenizer_config.json from the checkpoint: {REDOWNLOAD}"
             ) from exc
         return cls(hf)
 

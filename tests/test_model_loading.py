@@ -157,3 +157,150 @@ def test_cli_writes_a_loadable_checkpoint(tmp_path):
         "speech_tokenizer/model.safetensors",
     ):
         assert (tmp_path / "cli" / name).is_file(), name
+
+
+# -- a broken checkpoint folder: one CheckpointError, one line, naming the file and what to do ---------------------
+
+
+def _broken(tiny_custom_voice, tmp_path, break_it):
+    folder = _copy(tiny_custom_voice, tmp_path / "broken")
+    break_it(folder)
+    return folder
+
+
+def _truncate(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[: keep if keep >= 0 else len(data) + keep])
+
+
+@pytest.mark.parametrize(
+    "break_it,names",
+    [
+        (lambda f: _truncate(f / "model.safetensors", 0), ["model.safetensors", "empty"]),
+        (lambda f: _truncate(f / "model.safetensors", -1000), ["model.safetensors", "truncated"]),
+        (lambda f: _truncate(f / "model.safetensors", 5), ["model.safetensors", "not a safetensors file"]),
+        (lambda f: _truncate(f / "speech_tokenizer/model.safetensors", -1), ["speech_tokenizer", "truncated"]),
+        (lambda f: (f / "speech_tokenizer/model.safetensors").unlink(), ["speech_tokenizer", "missing"]),
+        (lambda f: (f / "vocab.json").unlink(), ["vocab.json", "hf download"]),
+        (lambda f: (f / "merges.txt").unlink(), ["merges.txt", "hf download"]),
+        (lambda f: (f / "vocab.json").write_text("{\n"), ["vocab.json", "not valid JSON"]),
+        (lambda f: (f / "config.json").write_text('{"talker_config":\n'), ["config.json", "not valid JSON", "line 2"]),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), ["config.json", "not an object"]),
+        (lambda f: (f / "config.json").unlink(), ["no config.json", "qwen_tts.tiny"]),
+        (lambda f: (f / "speech_tokenizer/config.json").write_text("{"), ["speech_tokenizer/config.json", "JSON"]),
+        (lambda f: shutil.rmtree(f / "speech_tokenizer"), ["speech_tokenizer/config.json"]),
+    ],
+    ids=[
+        "empty-weights", "truncated-weights", "header-cut", "truncated-codec", "missing-codec-weights",
+        "missing-vocab", "missing-merges", "invalid-vocab", "invalid-config", "config-not-object", "missing-config",
+        "invalid-codec-config", "missing-codec",
+    ],
+)  # fmt: skip
+def test_broken_folder_is_one_line_naming_the_file(tiny_custom_voice, tmp_path, break_it, names):
+    from qwen_tts import CheckpointError as Exported
+    from qwen_tts import QwenTTS
+
+    folder = _broken(tiny_custom_voice, tmp_path, break_it)
+    with pytest.raises(Exported) as caught:
+        QwenTTS.from_pretrained(folder, load_codec_encoder=False)
+    message = str(caught.value)
+    assert "\n" not in message and str(folder) in message
+    for name in names:
+        assert name in message
+
+
+def test_broken_weights_fail_before_any_tensor_is_loaded(tiny_custom_voice, tmp_path, monkeypatch):
+    """A truncated codec file is found by the folder check, not after the (for 1.7B: slow) talker load."""
+    import qwen_tts.loading
+
+    folder = _broken(tiny_custom_voice, tmp_path, lambda f: _truncate(f / "speech_tokenizer/model.safetensors", -1))
+    monkeypatch.setattr(qwen_tts.loading, "build_empty", lambda config: pytest.fail("model built before the check"))
+    from qwen_tts import QwenTTS
+
+    with pytest.raises(CheckpointError, match="truncated"):
+        QwenTTS.from_pretrained(folder)
+
+
+def test_a_valid_folder_passes_the_check_and_loads(tiny_custom_voice):
+    from qwen_tts import QwenTTS
+    from qwen_tts.loading import verify_checkpoint
+
+    assert verify_checkpoint(tiny_custom_voice) == tiny_custom_voice
+    assert "ryan" in QwenTTS.from_pretrained(tiny_custom_voice, load_codec_encoder=False).speakers
+
+
+def test_config_value_errors_name_the_file(tiny_custom_voice, tmp_path):
+    def bad_value(folder):
+        raw = json.loads((folder / "config.json").read_text())
+        raw["tts_model_type"] = "singer"
+        (folder / "config.json").write_text(json.dumps(raw))
+
+    folder = _broken(tiny_custom_voice, tmp_path, bad_value)
+    with pytest.raises(CheckpointError, match=r"config\.json .*singer"):
+        load_model(folder)
+
+
+def test_a_folder_that_is_not_a_checkpoint(tiny_custom_voice, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(CheckpointError, match="not a Qwen3-TTS checkpoint folder"):
+        load_model(tmp_path / "photos")
+    with pytest.raises(CheckpointError, match="no talker_config"):  # the codec's folder passed by mistake
+        load_model(tiny_custom_voice / "speech_tokenizer")
+    with pytest.raises(CheckpointError, match="is a file"):
+        load_model(tiny_custom_voice / "config.json")
+
+
+def test_a_missing_relative_path_is_local_not_a_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: pytest.fail(f"hub asked for {kw}"))
+    (tmp_path / "ckpt").mkdir()
+    for name in ("ckpt/custom_voice", "./custom_voice", "models/ckpt/custom_voice", "~/nope/x", "my ckpt/voice"):
+        with pytest.raises(CheckpointError, match="does not exist") as caught:
+            resolve_checkpoint(name)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(CheckpointError, match=str(tmp_path / "ckpt" / "custom_voice")):
+        resolve_checkpoint("ckpt/custom_voice")
+
+
+def test_owner_slash_name_is_a_hub_id_and_its_failure_says_both(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def offline(**kwargs):
+        asked.append(kwargs["repo_id"])
+        raise OSError("no network\nsecond line")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError) as caught:
+        resolve_checkpoint("Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice")
+    assert asked == ["Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"]
+    message = str(caught.value)
+    assert "\n" not in message and "not a local folder" in message and "no network second line" in message
+    assert "hf download Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice --local-dir" in message
+
+
+def test_sharded_index_errors_name_the_index(tiny_custom_voice, tmp_path):
+    folder = _broken(tiny_custom_voice, tmp_path, lambda f: (f / "model.safetensors").unlink())
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-00001.safetensors"}}')
+    with pytest.raises(CheckpointError, match=r"model-00001\.safetensors is missing"):
+        load_model(folder)
+    (folder / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no weight_map"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"a": {"dtype": "F32"}}', b'{"a": 3}', b"\xff\xfe not json"])
+def test_a_damaged_safetensors_header_is_named(tmp_path, header):
+    import struct
+
+    from qwen_tts.checkpoint import check_safetensors
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="damaged header"):
+        check_safetensors(path)

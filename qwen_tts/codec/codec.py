@@ -17,6 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qwen_tts.checkpoint import (
+    REDOWNLOAD,
+    CheckpointError,
+    check_safetensors,
+    check_state_dict,
+    load_safetensors,
+    looks_local,
+    one_line,
+    read_json,
+)
 from qwen_tts.codec.config import CodecConfig
 from qwen_tts.codec.decoder import CodecDecoder
 from qwen_tts.codec.streaming import StreamingDecoder, check_codes
@@ -30,16 +40,32 @@ DECODE_CHUNK_FRAMES = 150  # whole decodes run in exact chunks of this many fram
 def resolve_codec_dir(path: str | Path) -> Path:
     """The folder holding the codec's config.json: ``path`` itself or ``path/speech_tokenizer``; a hub id is fetched."""
     local = Path(path)
-    if not local.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
+    if not local.exists() and not looks_local(str(path)):
         from huggingface_hub import snapshot_download
 
-        local = Path(snapshot_download(str(path), allow_patterns=["speech_tokenizer/*"]))
-    for candidate in (local / "speech_tokenizer", local):
-        if (candidate / "config.json").is_file() and (candidate / WEIGHTS_NAME).is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no codec found at {path}: expected config.json and {WEIGHTS_NAME} there or in its speech_tokenizer/ folder"
+        try:
+            local = Path(snapshot_download(str(path), allow_patterns=["speech_tokenizer/*"]))
+        except Exception as exc:  # offline, unknown repo, gated...: the fix is the same
+            raise CheckpointError(
+                f"could not fetch the codec of {str(path)!r} from the Hugging Face hub ({one_line(exc)}); run "
+                f"`hf download {path} --local-dir DIR` on a machine with internet and pass DIR instead"
+            ) from exc
+    if (local / "speech_tokenizer").is_dir():
+        return local / "speech_tokenizer"  # a file missing inside it is reported by whoever reads that file
+    if (local / "config.json").is_file() and "talker_config" not in read_json(local / "config.json"):
+        return local  # the codec folder itself (a TTS checkpoint's own config.json has a talker_config)
+    raise CheckpointError(
+        f"no codec found at {path}: expected speech_tokenizer/config.json and speech_tokenizer/{WEIGHTS_NAME} "
+        f"(or both directly in the folder); {REDOWNLOAD}"
     )
+
+
+def verify_codec(path: str | Path) -> Path:
+    """Check the codec's config.json and weights without loading a tensor; returns its folder (CheckpointError)."""
+    folder = resolve_codec_dir(path)
+    CodecConfig.from_json(folder / "config.json")
+    check_safetensors(folder / WEIGHTS_NAME)
+    return folder
 
 
 class Codec:
@@ -54,17 +80,16 @@ class Codec:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", load_encoder: bool = True) -> Codec:
         """Load config and weights (strict: every key present, no extra ``decoder.*`` key, shapes checked)."""
-        from safetensors.torch import load_file
-
         folder = resolve_codec_dir(path)
         config = CodecConfig.from_json(folder / "config.json")
-        tensors = load_file(str(folder / WEIGHTS_NAME))
-        decoder = _load_decoder(config, _strip(tensors, "decoder."))
+        weights = folder / WEIGHTS_NAME
+        tensors = load_safetensors(weights)
+        decoder = _load_decoder(config, _strip(tensors, "decoder."), f"{weights} (decoder)")
         encoder = None
         if load_encoder:
             from qwen_tts.codec.encoder import build_encoder
 
-            encoder = build_encoder(config.encoder_config, _strip(tensors, "encoder."))
+            encoder = build_encoder(config.encoder_config, _strip(tensors, "encoder."), f"{weights} (encoder)")
         log.info("loaded codec from %s (encoder: %s)", folder, "yes" if encoder is not None else "no")
         return cls(config, decoder, encoder).to(device)
 
@@ -154,8 +179,9 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _load_decoder(config: CodecConfig, state: dict[str, torch.Tensor]) -> CodecDecoder:
+def _load_decoder(config: CodecConfig, state: dict[str, torch.Tensor], where: str) -> CodecDecoder:
     with torch.device("meta"):
         decoder = CodecDecoder(config.decoder_config)
+    check_state_dict({k: v.shape for k, v in decoder.state_dict().items()}, state, where)
     decoder.load_state_dict(state, strict=True, assign=True)
     return decoder.float()

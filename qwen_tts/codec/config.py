@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen_tts.config import dataclass_to_dict, split_known_keys
+from qwen_tts.config import config_from_json, dataclass_to_dict, split_known_keys
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 1920
@@ -128,7 +128,8 @@ class CodecConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> CodecConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read and validate ``path``; any problem is a CheckpointError naming the file."""
+        return config_from_json(cls, Path(path))
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -13,22 +13,32 @@ from typing import Any
 
 import torch
 
+from qwen_tts.checkpoint import CheckpointError, check_state_dict, one_line
+
 log = logging.getLogger(__name__)
 
 _DROPPED = ("upsample", "decoder_transformer", "decoder")
 
 
-def build_encoder(encoder_config: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A MimiModel without its decoder half, loaded strictly from ``state`` (keys without the ``encoder.`` prefix)."""
+def build_encoder(
+    encoder_config: dict[str, Any], state: dict[str, torch.Tensor], where: str = "codec encoder weights"
+) -> torch.nn.Module:
+    """A MimiModel without its decoder half, loaded strictly from ``state`` (keys without the ``encoder.`` prefix);
+    CheckpointError naming ``where`` when the config or the keys do not fit."""
     from transformers import MimiConfig, MimiModel
 
-    model = MimiModel(MimiConfig(**encoder_config))
+    try:
+        model = MimiModel(MimiConfig(**encoder_config))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: encoder_config is not a valid MimiConfig ({one_line(exc)})") from exc
     for name in _DROPPED:  # never used for encoding; the checkpoint has no weights for them
         setattr(model, name, None)
     unused = {k for k in state if k.split(".", 1)[0] in _DROPPED}
     if unused:  # a checkpoint saved from a full MimiModel: the official loader ignores these too
         log.info("ignoring %d Mimi decoder-half tensors (e.g. %s)", len(unused), min(unused))
-    model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
+    kept = {k: v for k, v in state.items() if k not in unused}
+    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, kept, where)
+    model.load_state_dict(kept, strict=True)
     return model.eval()
 
 
