@@ -8,9 +8,12 @@ traceback. URLs are written to logs only through `describe_url` (password masked
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
@@ -18,8 +21,11 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from db.errors import DatabaseUnusable
+from db.migrate import current_async, upgrade_async
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 # Plain driver names an operator may write, and the async driver each one means here.
@@ -164,8 +170,6 @@ async def open_database(url: str | URL, *, migrate: bool = True) -> Database:
     try:
         await run_checked(url, probe(engine), connecting=True)
         if migrate:
-            from db.migrate import upgrade_async
-
             await run_checked(url, upgrade_async(engine), connecting=False)
     except BaseException:
         await engine.dispose()
@@ -182,3 +186,28 @@ async def run_checked(url: str | URL, work, *, connecting: bool):
         if problem is None:
             raise
         raise problem from exc
+
+
+# -- blocking entry points for the `narrator db` CLI ----------------------------------------------------------------
+
+
+def upgrade(url: str) -> None:
+    _on_fresh_engine(url, upgrade_async)
+
+
+def current(url: str) -> str | None:
+    return _on_fresh_engine(url, current_async)
+
+
+def _on_fresh_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Blocking: ``await work(engine)`` on a new engine for ``url``, disposed of afterwards."""
+
+    async def go() -> T:
+        engine = create_engine(url)
+        try:
+            await run_checked(url, probe(engine), connecting=True)
+            return await run_checked(url, work(engine), connecting=False)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())

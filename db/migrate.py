@@ -7,11 +7,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -23,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any fixed number: PostgreSQL advisory lock held while migrating, so bot processes starting together (shards sharing
@@ -65,26 +61,3 @@ async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
 async def current_async(engine: AsyncEngine) -> str | None:
     async with engine.connect() as connection:
         return await connection.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
-
-
-def upgrade(url: str) -> None:
-    _on_fresh_engine(url, upgrade_async)
-
-
-def current(url: str) -> str | None:
-    return _on_fresh_engine(url, current_async)
-
-
-def _on_fresh_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Blocking: ``await work(engine)`` on a new engine for ``url``, disposed of afterwards."""
-    from db.engine import create_engine, probe, run_checked
-
-    async def go() -> T:
-        engine = create_engine(url)
-        try:
-            await run_checked(url, probe(engine), connecting=True)
-            return await run_checked(url, work(engine), connecting=False)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())

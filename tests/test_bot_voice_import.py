@@ -8,8 +8,7 @@ import pytest
 from bot.cli import main as cli_main
 from bot.narration.identity import vector_from_bytes
 from db import repo
-from db.engine import open_database
-from db.migrate import current, upgrade
+from db.engine import current, open_database, upgrade
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:

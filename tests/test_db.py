@@ -9,9 +9,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from db import repo
-from db.engine import Database, open_database
+from db.engine import Database, current, open_database, upgrade
 from db.errors import VoiceNameTaken
-from db.migrate import current, head_revision, upgrade
+from db.migrate import head_revision
 from db.models import Base
 from tests import db_backends
 

@@ -13,9 +13,9 @@ from alembic import command
 from sqlalchemy.engine import make_url
 
 from db import repo
-from db.engine import async_url, describe_url, open_database
+from db.engine import async_url, current, describe_url, open_database, upgrade
 from db.errors import DatabaseUnusable
-from db.migrate import alembic_config, current, head_revision, upgrade
+from db.migrate import alembic_config, head_revision
 from tests import db_backends
 
 HINT = "is not a valid SQLite database; move it away or restore a backup"

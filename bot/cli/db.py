@@ -7,7 +7,8 @@ import logging
 import sys
 
 from bot.settings import Settings
-from db.migrate import current, head_revision, upgrade
+from db.engine import current, upgrade
+from db.migrate import head_revision
 
 log = logging.getLogger(__name__)
 
