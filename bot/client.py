@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import UserError
+from bot.invite import invite_url
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -114,6 +115,8 @@ class NarratorBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("Ready: %s (ID: %s) in %d guilds", self.user, self.user.id if self.user else "?", len(self.guilds))
+        if self.application_id:
+            log.info("Invite link: %s", invite_url(self.application_id))
 
     async def _report_interrupted_renders(self) -> None:
         await self.wait_until_ready()

@@ -18,6 +18,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
+REQUIRED_PATHS = ("init_model", "train_jsonl", "speaker_name", "output_dir")  # the CLI needs these four
+DEFAULT_DEVICE = "auto"  # both fine-tuning tools: the GPU when there is one, else the CPU
 
 
 @dataclass
@@ -47,7 +49,7 @@ class SFTConfig:
     save_every_steps: int = field(default=0, metadata={"help": "also save every N optimizer steps (0 = per epoch)"})
     log_every_steps: int = field(default=1, metadata={"help": "write a CSV log row every N optimizer steps"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    device: str = field(default=DEFAULT_DEVICE, metadata={"help": "auto, cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the data order and of torch"})
     save_optimizer: bool = field(default=True, metadata={"help": "keep optimizer state next to each checkpoint"})
     resume_from: str = field(default="", metadata={"help": "checkpoint folder to resume from (same step)"})
@@ -74,8 +76,7 @@ class SFTConfig:
 
     def require_paths(self) -> None:
         """The CLI needs these four; tests may build configs without them."""
-        missing = [f"--{n.replace('_', '-')}" for n in ("init_model", "train_jsonl", "speaker_name", "output_dir")
-                   if not getattr(self, n)]  # fmt: skip
+        missing = [f"--{n.replace('_', '-')}" for n in REQUIRED_PATHS if not getattr(self, n)]
         if missing:
             raise ValueError(f"missing required options: {', '.join(missing)}")
 
@@ -93,7 +94,9 @@ class SFTConfig:
         )
         for f in dataclasses.fields(cls):
             flag, default, helptext = f"--{f.name.replace('_', '-')}", f.default, f.metadata.get("help", "")
-            if isinstance(default, bool):
+            if f.name in REQUIRED_PATHS:  # shown as required in --help, without a "()" default
+                p.add_argument(flag, dest=f.name, required=True, metavar=f.name.split("_")[-1].upper(), help=helptext)
+            elif isinstance(default, bool):
                 p.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=helptext)
             else:
                 p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"{helptext} ({default})")

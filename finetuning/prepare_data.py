@@ -1,7 +1,7 @@
 """Add ``audio_codes`` to a fine-tuning JSONL with our codec encoder.
 
     python -m finetuning.prepare_data --codec BASE_DIR --input-jsonl raw.jsonl --output-jsonl train.jsonl \\
-        [--batch-size 32 --min-seconds 0.5 --max-seconds 30 --device cpu]
+        [--batch-size 32 --min-seconds 0.5 --max-seconds 30 --device auto]
 
 Each input line has ``audio`` (path), ``text`` (transcript) and ``ref_audio`` (path of a clip of the speaker; use the
 same clip on every line). Relative paths are taken as given, else relative to the JSONL's folder. Every line is
@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from finetuning.config import DEFAULT_DEVICE
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32, help="clips encoded together (32)")
     p.add_argument("--min-seconds", type=float, default=Bounds.min_seconds, help="shortest clip allowed (0.5)")
     p.add_argument("--max-seconds", type=float, default=Bounds.max_seconds, help="longest clip allowed (30)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (cpu)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"auto, cpu, cuda, cuda:N ({DEFAULT_DEVICE})")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[{asctime}] [{levelname:<7}] {name}: {message}", style="{")
     try:
+        from finetuning.train import resolve_device  # the same device rule as sft_12hz (auto: the GPU if any)
+
         prepare(args.input_jsonl, args.output_jsonl, args.codec, batch_size=args.batch_size,
-                bounds=Bounds(args.min_seconds, args.max_seconds), device=args.device)  # fmt: skip
+                bounds=Bounds(args.min_seconds, args.max_seconds), device=str(resolve_device(args.device)))  # fmt: skip
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -125,21 +125,22 @@ class Run:
             metrics = self.trainer.train_step(collate([self.dataset[i] for i in batches[pos.batch]]))
             pos.batch += 1
             last = pos.batch == len(batches)
+            epoch = pos.epoch  # the epoch this step trained on (the position moves on below at the epoch's end)
             if last:
                 if self.trainer.pending:  # the last, partial accumulation of the epoch
                     metrics.update(self.trainer.optimizer_step())
                 pos.epoch, pos.batch = pos.epoch + 1, 0
             if metrics["stepped"]:
-                self._after_step(metrics, epoch_end=last)
+                self._after_step(metrics, epoch, epoch_end=last)
             if last:
                 return
 
     def _done(self) -> bool:
         return bool(self.cfg.max_steps) and self.trainer.position.step >= self.cfg.max_steps
 
-    def _after_step(self, metrics: dict[str, float], epoch_end: bool) -> None:
+    def _after_step(self, metrics: dict[str, float], epoch: int, epoch_end: bool) -> None:
         pos, now = self.trainer.position, time.perf_counter()
-        row = {"step": pos.step, "epoch": pos.epoch, "loss": metrics["mean_loss"],
+        row = {"step": pos.step, "epoch": epoch, "loss": metrics["mean_loss"],
                "talker_loss": metrics["mean_talker_loss"], "sub_talker_loss": metrics["mean_sub_talker_loss"],
                "grad_norm": metrics["grad_norm"], "lr": metrics["lr"], "samples": metrics["samples"],
                "seconds": now - self._clock}  # fmt: skip
@@ -147,7 +148,7 @@ class Run:
         self.last_metrics = row
         if pos.step % self.cfg.log_every_steps == 0:
             self.log.add(row)
-            log.info("step %d epoch %d loss %.4f (talker %.4f, sub-talker %.4f) grad-norm %.3f", pos.step, pos.epoch,
+            log.info("step %d epoch %d loss %.4f (talker %.4f, sub-talker %.4f) grad-norm %.3f", pos.step, epoch,
                      row["loss"], row["talker_loss"], row["sub_talker_loss"], row["grad_norm"])  # fmt: skip
         every = self.cfg.save_every_steps
         if (every and pos.step % every == 0) or (epoch_end and not every) or self._done():

@@ -7,6 +7,7 @@ services (say, voice library, cloning, design) end to end and check what crossed
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class ScriptedEngine:
     model: str = "scripted/custom-voice"
     chunk_seconds: float = 0.08
     fail_with: Exception | None = None  # raised by the next stream(), like a model error
+    compute_per_audio_s: float = 0.0  # synthetic speed: wall seconds spent per second of audio streamed (0: instant)
     started: bool = False
     requests: list[SpeechRequest] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -69,7 +71,10 @@ class ScriptedEngine:
         for start in range(0, len(tone), step):
             if stop():
                 return
-            yield tone[start : start + step]
+            chunk = tone[start : start + step]
+            if self.compute_per_audio_s:
+                time.sleep(self.compute_per_audio_s * len(chunk) / RATE)
+            yield chunk
 
     def xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
         self._record("xvector")

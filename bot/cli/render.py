@@ -1,10 +1,15 @@
-"""`narrator render "SCRIPT" --out FILE [--model M] [--speaker S | --design "..." | --voice NAME]`: no Discord needed.
+"""`narrator render "SCRIPT" --out FILE [--model M] [--speaker S | --design "..." | --voice NAME | --clone FILE]`.
 
-The narrator's voice is a preset speaker (`--speaker`, default: the checkpoint's first), a voice designed and locked
-on the spot (`--design`, needs a VoiceDesign and a Base checkpoint), or a voice from the bot's library (`--voice`).
-`[@name]` tags resolve to preset speakers of the checkpoint first, then to library voices. The master and its JSON
-sidecar stay under the outputs folder; `--out` gets a copy as WAV, FLAC or Opus (by its suffix). The drift guard
-runs when a Base checkpoint is given (`--base-model`, or NARRATOR_BASE_MODEL with `--design`).
+No Discord needed. The narrator's voice is a preset speaker (`--speaker`, default: the checkpoint's first), a voice
+designed and locked on the spot (`--design`, needs a VoiceDesign and a Base checkpoint), a voice cloned from a clip
+on the spot (`--clone FILE --transcript TEXT`, needs a Base checkpoint; nothing is stored), or a voice from the bot's
+library (`--voice`, rendered with the checkpoint it names). `[@name]` tags resolve to preset speakers of the
+checkpoint first, then to library voices. The master and its JSON sidecar stay under the outputs folder; `--out`
+gets a copy as WAV, FLAC or Opus (by its suffix). The drift guard runs when a Base checkpoint is given
+(`--base-model`, or NARRATOR_BASE_MODEL with `--design` / `--clone`).
+
+Everything that can be checked without a model is checked first (script, output paths, the clip, the device); the
+language is checked against the checkpoint right after it loads, before anything is generated.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from bot.cli import checks
+from bot.cli.checks import InputError
+from bot.cli.progress import CommandProgress
+from bot.errors import UserError
 from bot.narration.identity import DriftGuard, Identity
 from bot.narration.masters import export_master, format_for_suffix
 from bot.narration.script import Script, ScriptError, parse_script
@@ -25,34 +34,41 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class RenderError(ValueError):
+class RenderError(InputError):
     """A problem with the command line the user can fix; the message says how."""
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
+        checks.script_length(args.script, settings)
         script = parse_script(args.script, max_chars=settings.max_script_chars)
         out = Path(args.out)
         fmt = format_for_suffix(out)
-        if not out.parent.is_dir():
-            raise RenderError(f"the folder of --out does not exist: {out.parent}")
-        return asyncio.run(_render(args, settings, script, out, fmt))
-    except (ScriptError, RenderError, ValueError) as exc:
+        checks.writable_file(out, "--out")
+        checks.writable_folder(settings.outputs_dir, "NARRATOR_OUTPUTS_DIR")
+        if args.transcript and not args.clone:
+            raise RenderError("--transcript goes with --clone FILE (the words spoken in that clip)")
+        clip = checks.reference_clip(Path(args.clone), args.transcript, settings, "--clone") if args.clone else None
+        checks.device(settings)  # EngineError (one line from bot.cli) before any model loads
+        return asyncio.run(_render(args, settings, script, out, fmt, clip))
+    except (ScriptError, InputError, UserError, ValueError) as exc:
         sys.stderr.write(f"narrator render: {exc}\n")
         return 2
 
 
-def build_narrator(args: argparse.Namespace, settings: Settings):
+def build_narrator(args: argparse.Namespace, settings: Settings, model: str | None = None):
+    """A narrator whose engine knows only the checkpoints this render uses (the sidecar lists exactly those)."""
     from bot.engine.local import LocalEngine
     from bot.engine.options import EngineOptions
     from bot.narration.narrator import Narrator
 
-    base = args.base_model or (settings.base_model if args.design else None)
+    needs_encoder = bool(args.design or getattr(args, "clone", None))
+    base = args.base_model or (settings.base_model if needs_encoder else None)
     options = replace(
         EngineOptions.from_settings(settings),
-        custom_voice_model=args.model or settings.custom_voice_model,
+        custom_voice_model=args.model or model or settings.custom_voice_model,
         base_model=base,
-        design_model=args.design_model or settings.voice_design_model,
+        design_model=(args.design_model or settings.voice_design_model) if args.design else None,
         warm_up=False,  # one render: loading on first use is all the warm-up it needs
     )
     engine = LocalEngine(options)
@@ -60,12 +76,18 @@ def build_narrator(args: argparse.Namespace, settings: Settings):
     return Narrator(engine, outputs_dir=settings.outputs_dir, eta_path=settings.data_dir / "eta.json", guard=guard)
 
 
-async def _render(args: argparse.Namespace, settings: Settings, script: Script, out: Path, fmt: str) -> int:
-    narrator = build_narrator(args, settings)
+async def _render(args: argparse.Namespace, settings: Settings, script: Script, out: Path, fmt: str, clip) -> int:
+    library_voice = await _library_voice(settings, args.voice) if args.voice else None
+    narrator = build_narrator(args, settings, library_voice.model if library_voice is not None else None)
+    progress = CommandProgress(narrator, script, _mode(args))
     try:
-        voices = await _voices(narrator, args, settings, script)
-        finished = await _run(narrator, script, voices, args.max_frames)
+        async with progress.stage("loading the model"):
+            await check_language(narrator, args.language, [narrator.engine.custom_voice_model])
+        voices = await _voices(narrator, args, settings, script, library_voice, clip, progress)
+        await check_language(narrator, args.language, [identity.model for identity in voices.values()])
+        finished = await progress.render(script, voices, args.max_frames)
     finally:
+        progress.close()
         narrator.close()
     if finished is None:
         sys.stderr.write("narrator render: cancelled\n")
@@ -73,8 +95,22 @@ async def _render(args: argparse.Namespace, settings: Settings, script: Script, 
     await asyncio.to_thread(_deliver, finished.master_path, out, fmt)
     scores = ", ".join("-" if s is None else f"{s:.2f}" for s in finished.lock_scores)
     log.info("wrote %s: %.1f s of audio in %.1f s (lock scores: %s; master %s)", out, finished.audio_seconds,
-             finished.timings["total_s"], scores, finished.master_path)  # fmt: skip
+             progress.elapsed_s(), scores, finished.master_path)  # fmt: skip
     return 0
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return next((m for m in ("design", "clone", "voice") if getattr(args, m, None)), "preset")
+
+
+async def check_language(narrator, language: str, models: list[str]) -> None:
+    """Load each checkpoint (off the event loop) and check `--language` against its languages; no generation yet."""
+    for model in dict.fromkeys(models):
+        info = await asyncio.to_thread(narrator.engine.checkpoint, model)
+        if language.lower() != "auto" and language.lower() not in info.languages:
+            raise RenderError(
+                f"--language {language} is not supported by {model}; use one of: {', '.join(info.languages)}"
+            )
 
 
 def _deliver(master: Path, out: Path, fmt: str) -> None:
@@ -84,30 +120,38 @@ def _deliver(master: Path, out: Path, fmt: str) -> None:
         export_master(master, fmt, out)
 
 
-async def _voices(narrator, args: argparse.Namespace, settings: Settings, script: Script) -> dict[str | None, Identity]:
+async def _voices(narrator, args, settings, script, library_voice, clip, progress) -> dict[str | None, Identity]:
+    from bot.narration.planning import identity_of  # the one mapping from stored voices to identities
+
     language, seed = args.language, args.seed
     if args.design:
-        lock = await narrator.design_voice(args.design, "designed", language=language, seed=seed)
+        async with progress.stage("designing the voice"):
+            lock = await narrator.design_voice(args.design, "designed", language=language, seed=seed)
         narrator_voice = lock.identity
-    elif args.voice:
-        narrator_voice = await _library_identity(settings, args.voice)
+    elif clip is not None:
+        async with progress.stage("cloning the voice"):
+            lock = await narrator.clone_voice(clip.audio, clip.sample_rate, args.transcript, "cloned",
+                                              language=language, seed=seed, ref_clip=str(args.clone))  # fmt: skip
+        narrator_voice = lock.identity
+    elif library_voice is not None:
+        narrator_voice = identity_of(library_voice, narrator.engine.custom_voice_model)
     else:
         speaker = args.speaker or next(iter(await narrator.speakers()), None)
         if speaker is None:
-            raise RenderError("this checkpoint has no preset speakers: use --voice NAME or --design DESCRIPTION")
+            raise RenderError("this checkpoint has no preset speakers: use --voice NAME, --clone FILE or --design")
         narrator_voice = await narrator.preset_voice(speaker, language=language, seed=seed)
     voices: dict[str | None, Identity] = {None: narrator_voice}
-    presets = await narrator.speakers()
+    presets = await narrator.speakers() if script.voices else []
     for name in script.voices:
         if name in presets:
             voices[name] = await narrator.preset_voice(name, language=language, seed=seed)
         else:
-            voices[name] = await _library_identity(settings, name)
+            voices[name] = identity_of(await _library_voice(settings, name), narrator.engine.custom_voice_model)
     return voices
 
 
-async def _library_identity(settings: Settings, name: str) -> Identity:
-    """A voice of the bot's library (any guild; an operator-wide voice wins), as a locked identity."""
+async def _library_voice(settings: Settings, name: str):
+    """A voice of the bot's library (any guild; an operator-wide voice wins)."""
     from db import repo
     from db.engine import open_database
 
@@ -123,47 +167,4 @@ async def _library_identity(settings: Settings, name: str) -> Identity:
     if len(found) > 1:
         log.warning("%d voices are called %r; using voice %d (guild %d)", len(found), name, found[0].id,
                     found[0].guild_id)  # fmt: skip
-    from bot.narration.planning import identity_of  # the one mapping from stored voices to identities
-
-    return identity_of(found[0], settings)
-
-
-async def _run(narrator, script: Script, voices: dict[str | None, Identity], max_frames: int | None):
-    from bot.narration import AudioChunk, Finished, Progress
-
-    bar = _progress_bar(len(script.items))
-    finished, audio_s = None, 0.0
-    try:
-        async for event in narrator.render(script, voices, max_frames=max_frames):
-            if isinstance(event, AudioChunk):
-                audio_s += len(event.audio) / narrator.engine.audio.sample_rate
-            elif isinstance(event, Progress):
-                _show(bar, event, audio_s)
-            elif isinstance(event, Finished):
-                finished = event
-    finally:
-        if bar is not None:
-            if finished is not None:
-                bar.n = bar.total
-                bar.set_postfix_str(f"{finished.audio_seconds:.1f} s of audio")
-            bar.close()
-    return finished
-
-
-def _progress_bar(total: int):
-    if not sys.stderr.isatty():
-        return None  # log lines instead: a bar in a log file is noise
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="seg", desc="rendering", file=sys.stderr, leave=True)
-
-
-def _show(bar, event, audio_s: float) -> None:
-    eta = "?" if event.eta_s is None else f"{event.eta_s:.1f} s"
-    if bar is None:
-        log.info("segment %d of %d, %.1f s elapsed, %.1f s of audio, ETA %s", event.segment, event.total,
-                 event.elapsed_s, audio_s, eta)  # fmt: skip
-        return
-    bar.n = event.segment - 1
-    bar.set_postfix_str(f"ETA {eta}, {audio_s:.1f} s of audio")
-    bar.refresh()
+    return found[0]

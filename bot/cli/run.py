@@ -14,6 +14,11 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+TOKEN_HINT = (
+    "get a new one in the Developer Portal → Applications → your app → Bot → Reset Token "
+    "(https://discord.com/developers/applications) and put it in .env as DISCORD_TOKEN=..."
+)
+
 
 async def _run(settings: Settings, token: str, sync_commands: bool) -> None:
     async with open_bot(settings, sync_commands=sync_commands) as bot:
@@ -46,11 +51,15 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"narrator: {exc}\n")
         return 2
     log.info("Settings: %s", settings.describe())
+    from bot.engine.local import resolve_device
+
+    resolve_device(settings.device)  # EngineError (one line from bot.cli) before the database, models or Discord
+    # open_bot then loads every checkpoint before logging in: a broken model stops here too (EngineError)
     try:
         asyncio.run(_run(settings, token, sync_commands=not getattr(args, "no_sync", False)))
     except discord.LoginFailure:
         sys.stderr.write(
-            "narrator: Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal.\n"
+            f"narrator: Discord rejected DISCORD_TOKEN; {TOKEN_HINT}\n"
         )
         return 2
     except (aiohttp.ClientConnectionError, OSError) as exc:

@@ -1,4 +1,5 @@
-"""`narrator voices import DIR --name NAME [--guild ID] [--speaker S]` and `narrator voices list`.
+"""`narrator voices import DIR --name NAME [--guild ID] [--speaker S]`, `voices list`, `voices speakers [--model M]`
+and `voices clone NAME --audio FILE --transcript TEXT --consent` (bot/cli/voice_clone.py).
 
 Import checks that a fine-tuned checkpoint (written by `finetuning/`) really loads with `qwen_tts` as a CustomVoice
 model, picks its speaker (the only one, or `--speaker`, or the one called like `--name`), and registers a
@@ -15,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from bot.errors import UserError
 from bot.narration.identity import vector_bytes
 from bot.services.library import check_name
 from bot.settings import Settings
@@ -102,17 +104,64 @@ async def list_voices(settings: Settings) -> list[repo.Voice]:
         await db.close()
 
 
+LIST_HEADER = ("id", "name", "kind", "scope", "where", "model")
+
+
+def list_rows(voices: list[repo.Voice]) -> list[tuple[str, ...]]:
+    rows = []
+    for v in voices:
+        where = "all guilds" if v.guild_id == repo.GLOBAL_GUILD else f"guild {v.guild_id}"
+        rows.append((str(v.id), v.name, v.kind, v.scope, where, v.model or "-"))
+    return rows
+
+
+def print_list(settings: Settings) -> int:
+    rows = list_rows(asyncio.run(list_voices(settings)))
+    if not rows:
+        sys.stdout.write("no voices yet: add one with `narrator voices clone` or `narrator voices import`\n")
+        return 0
+    for row in (LIST_HEADER, *rows):
+        sys.stdout.write("\t".join(row) + "\n")
+    return 0
+
+
+def print_speakers(args: argparse.Namespace, settings: Settings) -> int:
+    """A checkpoint's preset speakers and languages, read through the Engine seam (`checkpoint()`)."""
+    from dataclasses import replace
+
+    from bot.cli.checks import device
+    from bot.engine.local import LocalEngine
+    from bot.engine.options import EngineOptions
+
+    device(settings)
+    model = args.model or settings.custom_voice_model
+    options = replace(EngineOptions.from_settings(settings), custom_voice_model=model, base_model=None,
+                      design_model=None, warm_up=False, speed_path=False)  # fmt: skip
+    engine = LocalEngine(options)
+    try:
+        info = engine.checkpoint(model)
+    finally:
+        engine.close()
+    sys.stdout.write(f"{info.model} ({info.model_type})\n")
+    sys.stdout.write(f"speakers: {', '.join(info.speakers) or 'none (a ' + info.model_type + ' checkpoint)'}\n")
+    sys.stdout.write(f"languages: {', '.join(info.languages)}\n")
+    return 0
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.voices_command == "list":
-        for v in asyncio.run(list_voices(settings)):
-            where = "all guilds" if v.guild_id == repo.GLOBAL_GUILD else f"guild {v.guild_id}"
-            sys.stdout.write(f"{v.id}\t{v.name}\t{v.kind}\t{v.scope}\t{where}\t{v.model or '-'}\n")
-        return 0
+        return print_list(settings)
+    if args.voices_command == "speakers":
+        return print_speakers(args, settings)
+    if args.voices_command == "clone":
+        from bot.cli.voice_clone import main as clone_main
+
+        return clone_main(args, settings)
     try:
         voice = asyncio.run(
             import_voice(settings, Path(args.directory), args.name, args.guild, getattr(args, "speaker", None))
         )
-    except (CheckpointImportError, ValueError) as exc:
+    except (CheckpointImportError, UserError, ValueError) as exc:
         sys.stderr.write(f"narrator voices import: {exc}\n")
         return 2
     sys.stdout.write(f"imported {voice.name!r} (speaker {voice.speaker}, id {voice.id}) from {voice.model}\n")

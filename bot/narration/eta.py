@@ -2,7 +2,9 @@
 
 Speed is kept as "compute seconds per estimated second of speech" (`script.estimate_seconds`), a moving average per
 (model, device) persisted in a small JSON file (written atomically). During a render the prediction is refined as
-frames arrive: the measured rate of this render is blended with the stored one, weighted by how much is done.
+frames arrive: the measured rate of this render is blended with the stored one, weighted by how much is done. With
+nothing stored yet the first guess (real time) is only a placeholder, so this render's own speed takes over at once.
+The rate measures generation only (the render's clock starts after its checkpoint is loaded).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 1.0  # first guess before anything was measured: real time
 EMA_ALPHA = 0.3  # weight of the newest render in the stored average
-PRIOR_WEIGHT_S = 5.0  # seconds of speech after which this render's measurement counts as much as the stored rate
+PRIOR_WEIGHT_S = 2.0  # seconds of speech after which this render's measurement counts as much as the stored rate
+GUESS_WEIGHT_S = 0.1  # the same for DEFAULT_RATE, a guess that measured nothing: outweighed by any measurement
 
 
 class EtaStore:
@@ -77,7 +80,8 @@ class RenderEta:
         if done_units <= 0:
             return prior
         measured = elapsed_s / done_units
-        weight = done_units / (done_units + PRIOR_WEIGHT_S)
+        prior_weight = PRIOR_WEIGHT_S if self.prior_rate is not None else GUESS_WEIGHT_S
+        weight = done_units / (done_units + prior_weight)
         return (1 - weight) * prior + weight * measured
 
     def remaining_s(self, done_units: float, elapsed_s: float) -> float:

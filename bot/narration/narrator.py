@@ -123,16 +123,19 @@ class Narrator:
         production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id)
         task = asyncio.ensure_future(self._compute(production.run))
         task.add_done_callback(lambda _: events.put_nowait(_END))
+        raised = False
         try:
             while (event := await _next_event(events, stop)) is not _END:
                 yield event
                 if isinstance(event, Finished):
                     break
             if not stop() and task.done() and not task.cancelled() and task.exception() is not None:
+                raised = True
                 raise task.exception()  # the production failed: the caller sees its error
         finally:
             closed.set()
-            task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
+            if not raised:  # an error the caller already got is not "abandoned": no second report with a traceback
+                task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
 
     def predict_seconds(self, script: Script) -> float:
         """Smart ETA before rendering: predicted compute seconds from the text and the stored speed of this model on

@@ -39,8 +39,8 @@ class AudioChunk:
 
 @dataclass(frozen=True)
 class Progress:
-    segment: int  # 1-based index of the segment being rendered
-    total: int
+    segment: int  # 1-based index of the speech segment being rendered (pauses cost nothing and are not counted)
+    total: int  # speech segments in the render
     elapsed_s: float
     eta_s: float | None  # predicted seconds until the render finishes
     lock_scores: tuple[float | None, ...]  # per finished segment; None for pauses and unscored speech
@@ -102,6 +102,10 @@ class Production:
         self.timings = {"model_s": 0.0, "guard_s": 0.0}
         self.samples_out = 0
         self.units = [estimate_seconds(i.text) if isinstance(i, Speech) else 0.0 for i, _ in plan]
+        # progress counts speech only: the ordinal of each speech item, and how many there are
+        self.speech_ordinal = _speech_ordinals(plan)
+        self.speech_total = sum(isinstance(i, Speech) for i, _ in plan)
+        self.finished_units = self.finished_audio_s = 0.0  # speech done so far: estimated vs produced seconds
         self.writer: MasterWriter | None = None
 
     # -- the run -----------------------------------------------------------------------------------------------------
@@ -113,12 +117,13 @@ class Production:
         self.joiner = Joiner(max(1, int(self.options.fade_ms * self.rate / 1000)))
         key = eta_key(self.engine.describe())
         self.eta = RenderEta(sum(self.units), self.eta_store.rate(key))
+        # The speed is measured from here: a checkpoint load above is not generation and must not skew the ETA.
+        self.generation_started = time.perf_counter()
         try:
             if self.options.outputs_dir is not None:
                 self.writer = MasterWriter(self.options.outputs_dir, self.job_id, self.rate)
             for index, (item, identity) in enumerate(self.plan):
                 self._check_stop()
-                self._progress(index, 0.0)
                 if isinstance(item, Pause):
                     self._pause(index, item)
                 else:
@@ -149,11 +154,14 @@ class Production:
         self.emit(AudioChunk(audio))
 
     def _progress(self, index: int, segment_audio_s: float) -> None:
-        done = sum(self.units[:index]) + min(self.units[index] * 0.95, segment_audio_s)
-        elapsed = time.perf_counter() - self.started
-        eta = self.eta.remaining_s(done, elapsed)
-        self._last_progress = time.perf_counter()
-        self.emit(Progress(index + 1, len(self.plan), elapsed, eta, self.lock_scores()))
+        # Audio of the running segment, in estimated units: scaled by how long finished speech really came out, so a
+        # voice that speaks slower than the text estimate does not leave the ETA stuck near zero on a long segment.
+        per_unit = self.finished_audio_s / self.finished_units if self.finished_units > 0 else 1.0
+        done = sum(self.units[:index]) + min(self.units[index] * 0.95, segment_audio_s / max(per_unit, 1e-6))
+        now = time.perf_counter()
+        eta = self.eta.remaining_s(done, now - self.generation_started)
+        self._last_progress = now
+        self.emit(Progress(self.speech_ordinal[index], self.speech_total, now - self.started, eta, self.lock_scores()))
 
     def lock_scores(self) -> tuple[float | None, ...]:
         return tuple(r.lock_score for r in self.reports)
@@ -166,6 +174,7 @@ class Production:
         self.reports.append(SegmentReport(index, "pause", seconds=samples / self.rate))
 
     def _speech(self, index: int, speech: Speech, identity: Identity) -> None:
+        self._progress(index, 0.0)
         report = SegmentReport(index, "speech", voice=speech.voice, text=speech.text)
         report.instruct = emotions.combine(identity.base_style, speech.instruct)
         reference = self._guard_reference(identity)
@@ -181,6 +190,8 @@ class Production:
         self._out(self.joiner.end_piece())
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
         report.seconds = len(audio) / self.rate
+        self.finished_units += self.units[index]
+        self.finished_audio_s += report.seconds
         report.lock_score = self._score(audio, reference)
         self.reports.append(report)
 
@@ -252,11 +263,11 @@ class Production:
     # -- the end -----------------------------------------------------------------------------------------------------
 
     def _finish(self, key: str) -> Finished:
-        total = time.perf_counter() - self.started
-        self.timings["total_s"] = total
+        now = time.perf_counter()
+        self.timings["total_s"] = now - self.started
         units = sum(self.units)
-        if units > 0:
-            self.eta_store.update(key, total / units)
+        if units > 0:  # the speed of generation alone (no checkpoint load), as the next render's ETA assumes
+            self.eta_store.update(key, max(now - self.generation_started, 1e-6) / units)
         audio_s = self.samples_out / self.rate
         master = sidecar = None
         if self.writer is not None:
@@ -297,6 +308,15 @@ def speech_request(text: str, identity: Identity, instruct: str | None, seed: in
         max_frames=max_frames,
         latency_critical=latency_critical,
     )
+
+
+def _speech_ordinals(plan: list[tuple[Speech | Pause, Identity | None]]) -> list[int]:
+    """1-based ordinal of each item among the speech items (a pause carries the ordinal of the speech before it)."""
+    ordinals, count = [], 0
+    for item, _ in plan:
+        count += isinstance(item, Speech)
+        ordinals.append(max(count, 1))
+    return ordinals
 
 
 def _identity_id(identity: Identity | None) -> str | None:
