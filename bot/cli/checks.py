@@ -64,9 +64,9 @@ def reference_clip(path: Path, transcript: str | None, settings: Settings, optio
     except OSError as exc:
         raise InputError(f"cannot read {option} {path}: {exc.strerror or exc}") from None
     try:
-        return decode_reference(data, str(path), ClipLimits(max_seconds=settings.max_reference_seconds))
-    except UserError as exc:
-        raise InputError(str(exc).replace("`", "")) from None
+        return decode_reference(data, path.name, ClipLimits(max_seconds=settings.max_reference_seconds))
+    except UserError as exc:  # the Discord sentence names the file by its name; add the option and the full path
+        raise InputError(f"{option} {path}: {str(exc).replace('`', '')}") from None
 
 
 def device(settings: Settings) -> str:

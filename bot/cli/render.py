@@ -43,8 +43,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         checks.script_length(args.script, settings)
         script = parse_script(args.script, max_chars=settings.max_script_chars)
         out = Path(args.out)
-        fmt = format_for_suffix(out)
         checks.writable_file(out, "--out")
+        fmt = format_for_suffix(out)
         checks.writable_folder(settings.outputs_dir, "NARRATOR_OUTPUTS_DIR")
         if args.transcript and not args.clone:
             raise RenderError("--transcript goes with --clone FILE (the words spoken in that clip)")
