@@ -3,6 +3,9 @@ Production run over the scripted engine (tests/scripted_engine.py) at a fixed sy
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
 import time
 
 import pytest
@@ -60,3 +63,36 @@ async def test_a_pause_only_gap_sends_no_progress_of_its_own(tmp_path):
     events = [e async for e in narrator.render(parse_script("Hello. [Pause 2s] [Pause 1s] Bye."), voices)]
     starts = [(e.segment, e.total) for e in events if isinstance(e, Progress)]
     assert starts[0] == (1, 2) and starts[-1][0] == 2 and {t for _, t in starts} == {2}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.asyncio
+async def test_command_progress_shows_one_eta_and_counts_the_set_up(tmp_path, monkeypatch):
+    from bot.cli.progress import CommandProgress
+
+    engine = ScriptedEngine(compute_per_audio_s=0.2)
+    script = parse_script("[Calm] A first line to say. [Pause] And a second one, a little longer.")
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    for run in range(2):
+        narrator = Narrator(engine, outputs_dir=None, eta_path=tmp_path / "eta.json")
+        progress = CommandProgress(narrator, script, "design")
+        if run == 1:  # the second time, the ETA before anything ran includes what the set-up took the first time
+            first_setup = narrator.eta_store.rate(progress.setup_key)
+            assert first_setup >= 0.5
+            assert progress.predicted_eta_s() == pytest.approx(first_setup + narrator.predict_seconds(script), abs=0.1)
+        async with progress.stage("designing the voice"):
+            lock = await narrator.design_voice("a calm voice", "designed")
+            await asyncio.sleep(0.6)  # a slow design step: the bar keeps ticking meanwhile
+        finished = await progress.render(script, {None: lock.identity}, None)
+        progress.close()
+        assert finished is not None and progress.setup_s >= 0.6
+        assert progress.elapsed_s() >= progress.setup_s + finished.timings["total_s"] * 0.9
+    shown = screen.getvalue()
+    assert "designing the voice" in shown and "rendering" in shown and "/2 segments" in shown
+    frames = [f for f in shown.replace("\r", "\n").splitlines() if "ETA" in f]
+    assert frames and all(f.count("ETA") == 1 and "<" not in f for f in frames)  # tqdm's own "<00:05" is gone

@@ -66,7 +66,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", default="auto", help="language of the text (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     p.add_argument("--out", required=True, help="output file (.wav, .flac or .ogg)")
-    p.add_argument("--max-frames", type=positive_int, default=None, help="cap on frames per segment (12.5 frames = 1 s)")
+    p.add_argument(
+        "--max-frames", type=positive_int, default=None, help="cap on frames per segment (12.5 frames = 1 s)"
+    )
 
 
 def _add_db(sub: argparse._SubParsersAction) -> None:

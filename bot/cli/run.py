@@ -58,9 +58,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(_run(settings, token, sync_commands=not getattr(args, "no_sync", False)))
     except discord.LoginFailure:
-        sys.stderr.write(
-            f"narrator: Discord rejected DISCORD_TOKEN; {TOKEN_HINT}\n"
-        )
+        sys.stderr.write(f"narrator: Discord rejected DISCORD_TOKEN; {TOKEN_HINT}\n")
         return 2
     except (aiohttp.ClientConnectionError, OSError) as exc:
         sys.stderr.write(f"narrator: cannot reach Discord ({exc}); check the network and try again.\n")
