@@ -99,7 +99,8 @@ class SFTConfig:
             elif isinstance(default, bool):
                 p.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=helptext)
             else:
-                p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"{helptext} ({default})")
+                shown = default if default != "" else "none"  # an empty default reads as "()" otherwise
+                p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"{helptext} ({shown})")
         return p
 
     @classmethod

@@ -128,3 +128,8 @@ def test_run_refuses_a_device_before_the_database(tmp_path):
     result = narrator("run", cwd=tmp_path, DISCORD_TOKEN=FAKE_TOKEN, NARRATOR_DEVICE="gpu")
     one_line_error(result, "NARRATOR_DEVICE")
     assert not (tmp_path / "data" / "narrator.db").exists()
+
+
+def test_unusable_database_is_one_line(tmp_path):
+    (tmp_path / "data" / "narrator.db").mkdir(parents=True)  # a folder where the database file should be
+    one_line_error(narrator("voices", "list", cwd=tmp_path), "narrator.db")
