@@ -62,7 +62,11 @@ def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]
     workers = []
     for index, engine in enumerate(engines):
         worker = InferenceWorker(
-            queue, device=engine.describe()["device"], job_timeout_s=settings.job_timeout_s, name=f"w{index}"
+            queue,
+            device=engine.describe()["device"],
+            job_timeout_s=settings.job_timeout_s,
+            name=f"w{index}",
+            slots=engine.capabilities.max_streams,
         )
         worker.bind(
             Narrator(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from bot.app import build_engines
+from bot.app import build_engines, build_services
 from bot.engine.protocol import Engine
-from bot.services import Services, build_services
+from bot.services import Services
 from bot.settings import Settings
 from bot.voice.connections import Playback
 from db.engine import Database

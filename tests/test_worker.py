@@ -156,3 +156,30 @@ async def test_compute_runs_off_the_loop_on_one_thread() -> None:
     names = {await worker.compute(lambda: threading.current_thread().name) for _ in range(5)}
     assert len(names) == 1 and names.pop() != threading.current_thread().name
     await worker.close()
+
+
+async def test_a_worker_with_two_slots_runs_two_users_at_once_and_waits_for_a_cancelled_step() -> None:
+    queue = JobQueue(max_queued_per_user=5)
+    both_running = asyncio.Event()
+    inside: set[int] = set()
+    step_finished = threading.Event()
+
+    async def work(job: Job, worker: InferenceWorker) -> None:
+        inside.add(job.user_id)
+        if len(inside) == 2:
+            both_running.set()
+        await worker.compute(lambda: (time.sleep(0.3), step_finished.set()))
+
+    worker = InferenceWorker(queue, device="cpu", job_timeout_s=5, slots=2)
+    worker.start()
+    first, second, third = Job(1, 10, work), Job(2, 20, work), Job(1, 30, work)
+    for job in (first, second, third):
+        queue.submit(job)
+    await asyncio.wait_for(both_running.wait(), 5)
+    assert worker.full and third.state == "queued"  # two slots, two running: the third waits
+    queue.cancel(first)
+    with pytest.raises(asyncio.CancelledError):
+        await first.done
+    assert step_finished.is_set()  # the cancelled job ends only once its thread step has returned
+    await asyncio.wait_for(asyncio.gather(second.done, third.done), 5)
+    await worker.close()

@@ -1,8 +1,10 @@
 """The inference worker: one asyncio task per GPU, the only code that drives that GPU's engine.
 
-Jobs come from the shared `JobQueue`. Each job's `work(job, worker)` coroutine runs on the event loop and pushes its
-blocking model steps to `worker.compute(fn, ...)`, which runs them one at a time on this worker's single dedicated
-thread (so the model is never used from two threads, and the loop never blocks). `worker.narrator` is the
+Jobs come from the shared `JobQueue`. A worker runs up to `slots` jobs at once (its engine's `max_streams`: the rows
+of its batched decode step; 1 for an engine that serves one render at a time). Each job's `work(job, worker)`
+coroutine runs on the event loop and pushes its blocking model steps to `worker.compute(fn, ...)`, which runs them
+on one of the worker's `slots` compute threads (the loop never blocks; an engine serving several streams is
+thread-safe by the Engine contract). `worker.narrator` is the
 `Narrator` over this worker's engine, bound once by the composition root (`bot.app`). A job ends when its work returns,
 raises, is cancelled (`/stop`, `/skip`: the worker stops waiting at once, and the compute thread sees
 `job.cancel_event` at its next step) or runs past `job_timeout_s`.
@@ -11,7 +13,9 @@ raises, is cancelled (`/stop`, `/skip`: the worker stops waiting at once, and th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -45,18 +49,37 @@ class JobTimeout(Exception):
     pass
 
 
+_JOB: contextvars.ContextVar[Job | None] = contextvars.ContextVar("job", default=None)  # the job a task works for
+
+
 class InferenceWorker:
-    def __init__(self, queue: JobQueue, *, device: str, job_timeout_s: float, name: str = "gpu0") -> None:
+    def __init__(
+        self, queue: JobQueue, *, device: str, job_timeout_s: float, name: str = "gpu0", slots: int = 1
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"a worker needs at least one slot, got {slots}")
         self.queue = queue
         self.device = device
         self.name = name
         self.job_timeout_s = job_timeout_s
-        self.current: Job | None = None
+        self.slots = slots
+        self.running: dict[int, Job] = {}  # job id -> job, in start order
         self.narrator: Narrator | None = None  # bound by `bind`; jobs that need the model use it
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"compute-{name}", initializer=yield_cpu_to_voice
+            max_workers=slots, thread_name_prefix=f"compute-{name}", initializer=yield_cpu_to_voice
         )
+        self._in_thread: dict[int, set[concurrent.futures.Future]] = {}  # job id -> its steps still on a thread
         self._task: asyncio.Task | None = None
+        self._jobs: set[asyncio.Task] = set()
+
+    @property
+    def current(self) -> Job | None:
+        """The oldest running job (None when idle)."""
+        return next(iter(self.running.values()), None)
+
+    @property
+    def full(self) -> bool:
+        return len(self.running) >= self.slots
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -74,40 +97,59 @@ class InferenceWorker:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"worker-{self.name}")
 
     async def close(self) -> None:
-        """Cancel the running job, stop taking jobs, and wait for the compute thread to finish its step."""
-        current = self.current
-        if current is not None:
-            self.queue.cancel(current)  # the supervisor ends it, resolves its future and drains the thread
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle(current), CLOSE_WAIT_S)
+        """Cancel the running jobs, stop taking jobs, and wait for the compute threads to finish their steps."""
+        for job in list(self.running.values()):
+            self.queue.cancel(job)  # the supervisor ends it, resolves its future and drains its thread
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle(), CLOSE_WAIT_S)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in list(self._jobs):
+            task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
     # -- what jobs call ----------------------------------------------------------------------------------------------
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one blocking model step on this worker's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run one blocking model step on one of this worker's compute threads."""
+        future = self._executor.submit(fn, *args)
+        job = _JOB.get()
+        if job is not None:  # remembered until it ends, so a cancelled job's step is waited for before it is done
+            steps = self._in_thread.setdefault(job.id, set())
+            steps.add(future)
+            future.add_done_callback(steps.discard)
+        return await asyncio.wrap_future(future)
 
     # -- the loop ----------------------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        free = asyncio.Semaphore(self.slots)
         while True:
-            job = await self.queue.get()
-            self.current = job
+            await free.acquire()
             try:
-                await self._run(job)
-            finally:
-                self.current = None
-                if job.done is not None and not job.done.done():  # the worker itself was cancelled mid-job
-                    job.done.cancel()
+                job = await self.queue.get()
+            except BaseException:
+                free.release()
+                raise
+            self.running[job.id] = job
+            task = asyncio.get_running_loop().create_task(self._serve(job, free), name=f"serve-{job.id}")
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
 
-    async def _idle(self, job: Job) -> None:
-        while self.current is job:
+    async def _serve(self, job: Job, free: asyncio.Semaphore) -> None:
+        try:
+            await self._run(job)
+        finally:
+            self.running.pop(job.id, None)
+            free.release()
+            if job.done is not None and not job.done.done():  # the worker itself was cancelled mid-job
+                job.done.cancel()
+
+    async def _idle(self) -> None:
+        while self.running:
             await asyncio.sleep(0.01)
 
     async def _run(self, job: Job) -> None:
@@ -118,12 +160,13 @@ class InferenceWorker:
                 log.exception("on_start of job %s failed", job.id)
         task = asyncio.get_running_loop().create_task(self._work(job), name=f"job-{job.id}")
         state, outcome = await self._supervise(job, task)
-        await self._drain_thread()
+        await self._drain_steps(job)
         self.queue.finish(job, state)
         self._resolve(job, outcome)
         log.info("job %s (%s, guild %s) ended: %s", job.id, job.label, job.guild_id, state)
 
     async def _work(self, job: Job) -> Any:
+        _JOB.set(job)  # this task's context (and every task it starts) computes for `job`
         return await job.work(job, self)
 
     async def _supervise(self, job: Job, task: asyncio.Task) -> tuple[str, Any]:
@@ -161,9 +204,12 @@ class InferenceWorker:
         else:
             job.done.set_result(outcome)
 
-    async def _drain_thread(self) -> None:
-        # The compute thread may still be inside a cancelled job's step; wait for it so the next job owns the model.
-        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+    async def _drain_steps(self, job: Job) -> None:
+        # A cancelled job's step may still run on its thread (it stops at its next frame); wait for it, so the slot
+        # it frees is really free and the job's files are settled when it counts as ended.
+        steps = self._in_thread.pop(job.id, set())
+        if steps:
+            await asyncio.wait([asyncio.wrap_future(f) for f in steps])
 
 
 def start_workers(workers: Sequence[InferenceWorker]) -> None:

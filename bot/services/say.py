@@ -156,7 +156,7 @@ class SayService:
 
     def queued_text(self, job: Job, position: int) -> str:
         """'Queued, position 3 — starts in about 40 s, takes about 12 s.' from the predictions of the jobs ahead."""
-        wait_s = self.queue.wait_seconds(job, workers=len(self.workers))
+        wait_s = self.queue.wait_seconds(job, workers=sum(w.slots for w in self.workers))
         return queued_line(position, wait_s, job.predicted_s)
 
     async def drain(self, timeout: float) -> None:
@@ -174,7 +174,7 @@ class SayService:
                 self._spawn(their_reporter.status(self.queued_text(waiting, position)))
 
     def _all_workers_busy(self) -> bool:
-        return all(w.current is not None for w in self.workers)
+        return all(w.full for w in self.workers)
 
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
