@@ -17,7 +17,7 @@ from tests.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(120)
 
-SPEED = 0.4  # wall seconds per second of audio: a GPU-like speed, much faster than the first guess (real time)
+SPEED = 0.5  # wall seconds per second of audio: a GPU-like speed, much faster than the first guess (real time)
 MEANINGFUL_S = 0.5
 SCRIPT = (
     "[Calm] The morning was grey and the harbour was quiet. [Pause 1s] "
@@ -39,7 +39,9 @@ async def test_eta_is_within_25_percent_from_the_second_segment_on(tmp_path, sto
     script = parse_script(SCRIPT)
     narrator = Narrator(engine, outputs_dir=None, eta_path=tmp_path / "eta.json")
     if stored:  # an earlier render on this machine taught the store its speed
-        await _timed_events(narrator, parse_script("A short warm-up line to measure the speed."), voices)
+        await _timed_events(
+            narrator, parse_script("A warm-up line, long enough for its speed to mean something."), voices
+        )
     events = await _timed_events(narrator, script, voices)
     end = events[-1][0]
     assert isinstance(events[-1][1], Finished)
