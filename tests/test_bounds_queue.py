@@ -11,12 +11,10 @@ import re
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
 
-from bot.app import build_engines, build_services
 from bot.durations import about
 from bot.errors import QueueFull
 from bot.jobs.queue import Job, JobQueue
@@ -24,18 +22,11 @@ from bot.services import Services
 from bot.services.progress import MESSAGE_LIMIT, fit_lines
 from bot.services.queue_board import MIN_QUEUE_EDIT_INTERVAL_S, MIN_REFRESH_S, QUEUE_EDITS_PER_S, eta_moved
 from bot.settings import Settings
-from bot.voice.connections import Playback
 from db.engine import open_database
+from tests.services import services_for
 
 CHANNEL = 20
 QUEUED = re.compile(r"^Queued, position (\d+)")
-
-
-def services_for(settings: Settings, db) -> Services:
-    """The real services over `settings`, with a voice `Playback` over a client that knows no guild (so a render
-    goes on without a voice connection)."""
-    return build_services(settings, db, build_engines(settings), Playback(SimpleNamespace(get_guild=lambda _id: None,
-                                                                                            guilds=[])))  # fmt: skip
 
 
 class Recorder:

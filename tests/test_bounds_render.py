@@ -6,30 +6,20 @@ engine on tiny checkpoints (CPU); the engine is wrapped only to count the frames
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from bot.app import build_engines, build_services
 from bot.engine.local import LocalEngine
 from bot.engine.options import EngineOptions
 from bot.narration import DriftGuard, Identity, Narrator, parse_script
 from bot.narration.production import FrameBudgetExceeded
-from bot.services import Services
 from bot.settings import Settings
-from bot.voice.connections import Playback
 from db import repo
 from db.engine import open_database
+from tests.services import services_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300), pytest.mark.usefixtures("one_torch_thread")]
-
-
-def services_for(settings: Settings, db) -> Services:
-    """The real services over `settings`, with a voice `Playback` over a client that knows no guild (so a render
-    goes on without a voice connection)."""
-    return build_services(settings, db, build_engines(settings), Playback(SimpleNamespace(get_guild=lambda _id: None,
-                                                                                            guilds=[])))  # fmt: skip
 
 
 class Counted:

@@ -6,29 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
 
-from bot.app import build_engines, build_services
 from bot.errors import UserError
 from bot.narration import Pause
 from bot.narration.eta import eta_key
 from bot.services import Services
 from bot.settings import Settings
-from bot.voice.connections import Playback
 from db import repo
 from db.engine import open_database
+from tests.services import services_for
 
 GUILD, CHANNEL, ALICE = 10, 20, 1
-
-
-def services_for(settings: Settings, db) -> Services:
-    """The real services over `settings`, with a voice `Playback` over a client that knows no guild (so a render
-    goes on without a voice connection)."""
-    return build_services(settings, db, build_engines(settings), Playback(SimpleNamespace(get_guild=lambda _id: None,
-                                                                                            guilds=[])))  # fmt: skip
 
 
 @pytest_asyncio.fixture
