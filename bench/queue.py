@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bot.app import build_engines
-from bot.services import Services, build_services
+from bot.app import build_engines, build_services
+from bot.services import Services
 from bot.services.progress import queued_line, starting_line
 from bot.services.queue_board import MIN_REFRESH_S
 from bot.settings import Settings
