@@ -183,7 +183,7 @@ async def test_unknown_predictions_ahead_give_no_false_promise() -> None:
 @pytest.mark.timeout(600)
 async def test_a_job_start_at_thousands_waiting_is_cheap_and_the_refresh_linear(open_services) -> None:
     starts, refreshes = {}, {}
-    for count in (1000, 3000, 9000):
+    for count in (3000, 9000):
         services = await open_services(max_queued_per_guild=10_000, max_queued_total=10_000)
         await fill(services, count)
         samples = [await start_one(services) for _ in range(7)]
@@ -193,10 +193,11 @@ async def test_a_job_start_at_thousands_waiting_is_cheap_and_the_refresh_linear(
         await services.shutdown()
     # A start no longer touches every waiting job (before: 6.65 s at 3,000 waiting, 98 s at 9,000).
     assert starts[9000] < 0.05 and starts[9000] < 3 * starts[3000] + 0.002, starts
-    # The one pass over the queue that follows (at most once a second) is O(n): nine times the queue costs about
-    # nine times as much (O(n²), as before, 81 times), and well under the 50 ms budget at 3,000.
+    # The one pass over the queue that follows (at most once a second) is O(n): three times the queue costs about
+    # three times as much (4x measured on a shared 2-core machine, where 9,000 jobs no longer fit the caches; O(n²),
+    # as before, costs 9x and more), and it stays well under the 50 ms budget at 3,000.
     assert refreshes[3000] < 0.05, refreshes
-    assert refreshes[9000] < 30 * refreshes[1000], refreshes
+    assert refreshes[9000] < 7 * refreshes[3000], refreshes
 
 
 # -- edits within the budget -------------------------------------------------------------------------------------------
