@@ -82,7 +82,11 @@ def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]
 
 
 def build_services(settings: Settings, db: Database, engines: Sequence[Engine], playback: Playback) -> Services:
-    queue = JobQueue(settings.max_queued_per_user)
+    queue = JobQueue(
+        settings.max_queued_per_user,
+        max_queued_per_guild=settings.max_queued_per_guild,
+        max_queued_total=settings.max_queued_total,
+    )
     workers = build_workers(settings, queue, engines)
     library = VoiceLibrary(db, settings, engines[0])
     guild_config = GuildConfig(db, settings)

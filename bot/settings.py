@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -17,6 +18,8 @@ DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 DEFAULT_DRIFT_THRESHOLD = 0.5
 DEFAULT_DRIFT_RETRIES = 2
 DEFAULT_DRIFT_PROBE_SECONDS = 1.5
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class SettingsError(ValueError):
@@ -70,6 +73,40 @@ def _env_ids(name: str) -> frozenset[int]:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric setting, checked at start (`Settings.__post_init__`)."""
+
+    env: str  # the variable, named in the error
+    low: float
+    high: float
+    unit: str = ""  # shown after the range, e.g. "seconds"
+
+    def check(self, value: object, integer: bool) -> None:
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        whole_ok = not integer or isinstance(value, int)
+        if not (number_ok and whole_ok and self.low <= value <= self.high):  # NaN fails every comparison
+            kind = "a whole number" if integer else "a number"
+            unit = f" {self.unit}" if self.unit else ""
+            raise SettingsError(f"{self.env} must be {kind} from {self.low:g} to {self.high:g}{unit}, got {value!r}")
+
+
+def bounded(env: str, default: float, low: float, high: float, unit: str = ""):
+    """A numeric setting with its range: one line per setting keeps the range next to the default."""
+    return field(default=default, metadata={"bound": Bound(env, low, high, unit)})
+
+
+def _bounded_from_env(cls: type) -> dict[str, float]:
+    """Every range-checked setting whose variable is set: its `Bound` names the variable, its default the type."""
+    values: dict[str, float] = {}
+    for f in fields(cls):
+        bound = f.metadata.get("bound")
+        if bound is not None and _env(bound.env) is not None:
+            read = _env_int if isinstance(f.default, int) else _env_float
+            values[f.name] = read(bound.env, f.default)
+    return values
+
+
+@dataclass(frozen=True)
 class Settings:
     discord_token: str | None = None
     custom_voice_model: str = DEFAULT_CUSTOM_VOICE_MODEL
@@ -84,11 +121,17 @@ class Settings:
     database_url: str = ""
     dev_guild_id: int | None = None
     owner_ids: frozenset[int] = field(default_factory=frozenset)
-    max_script_chars: int = 2000
-    max_queued_per_user: int = 3
-    job_timeout_s: float = 600.0
-    max_reference_seconds: float = 60.0
-    max_upload_bytes: int = 25 * 1024 * 1024
+    # Numeric limits: each is range-checked at start (a bad one stops `narrator run` with a one-line error).
+    max_script_chars: int = bounded("NARRATOR_MAX_SCRIPT_CHARS", 2000, 20, 100_000, "characters")
+    max_queued_per_user: int = bounded("NARRATOR_MAX_QUEUED_PER_USER", 3, 1, 1000, "jobs")
+    max_queued_per_guild: int = bounded("NARRATOR_MAX_QUEUED_PER_GUILD", 50, 1, 100_000, "jobs")
+    max_queued_total: int = bounded("NARRATOR_MAX_QUEUED_TOTAL", 1000, 1, 100_000, "jobs")
+    job_timeout_s: float = bounded("NARRATOR_JOB_TIMEOUT_S", 600.0, 1, 86_400, "seconds")
+    max_job_audio_s: float = bounded("NARRATOR_MAX_JOB_AUDIO_S", 300.0, 1, 3600, "seconds")  # frames, all attempts
+    max_pause_total_s: float = bounded("NARRATOR_MAX_PAUSE_TOTAL_S", 30.0, 0, 600, "seconds")
+    max_checkpoints_per_script: int = bounded("NARRATOR_MAX_CHECKPOINTS_PER_SCRIPT", 2, 1, 8, "checkpoints")
+    max_reference_seconds: float = bounded("NARRATOR_MAX_REFERENCE_SECONDS", 60.0, 1, 600, "seconds")
+    max_upload_bytes: int = bounded("NARRATOR_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, 1024, 500 * 1024 * 1024, "bytes")
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
     drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
     drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played
@@ -96,7 +139,32 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{self.data_dir / 'narrator.db'}")
+        self._check_bounds()
+        self._check_choices()
         self._check_drift_guard()
+
+    def _check_bounds(self) -> None:
+        for f in fields(self):
+            bound = f.metadata.get("bound")
+            if bound is not None:
+                bound.check(getattr(self, f.name), integer=isinstance(f.default, int))
+
+    def _check_choices(self) -> None:
+        if not _DEVICE.match(str(self.device)):
+            raise SettingsError(f"NARRATOR_DEVICE must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise SettingsError(f"NARRATOR_DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dev_guild_id is not None and not 0 < self.dev_guild_id < 2**64:
+            raise SettingsError(
+                f"NARRATOR_DEV_GUILD_ID must be a Discord id (a positive number), got {self.dev_guild_id}"
+            )
+        bad_owner = next((i for i in self.owner_ids if not 0 < i < 2**64), None)
+        if bad_owner is not None:
+            raise SettingsError(f"NARRATOR_OWNER_IDS must list Discord ids (positive numbers), got {bad_owner}")
+        for env, value in (("NARRATOR_MODEL", self.custom_voice_model), ("NARRATOR_DESIGN_MODEL",
+                           self.voice_design_model), ("NARRATOR_BASE_MODEL", self.base_model)):  # fmt: skip
+            if not str(value).strip():
+                raise SettingsError(f"{env} must name a checkpoint (a local folder or a hub id), got {value!r}")
 
     def _check_drift_guard(self) -> None:
         # Checked here, not only in DriftGuard, so a bad value stops `narrator run` at start with the variable's name.
@@ -138,11 +206,7 @@ class Settings:
             database_url=_env("DATABASE_URL", ""),
             dev_guild_id=_env_int("NARRATOR_DEV_GUILD_ID", None),
             owner_ids=_env_ids("NARRATOR_OWNER_IDS"),
-            max_script_chars=_env_int("NARRATOR_MAX_SCRIPT_CHARS", 2000),
-            max_queued_per_user=_env_int("NARRATOR_MAX_QUEUED_PER_USER", 3),
-            job_timeout_s=_env_float("NARRATOR_JOB_TIMEOUT_S", 600.0),
-            max_reference_seconds=_env_float("NARRATOR_MAX_REFERENCE_SECONDS", 60.0),
-            max_upload_bytes=_env_int("NARRATOR_MAX_UPLOAD_BYTES", 25 * 1024 * 1024),
+            **_bounded_from_env(cls),
             drift_threshold=_env_float("NARRATOR_DRIFT_THRESHOLD", DEFAULT_DRIFT_THRESHOLD),
             drift_retries=_env_int("NARRATOR_DRIFT_RETRIES", DEFAULT_DRIFT_RETRIES),
             drift_probe_seconds=_env_float("NARRATOR_DRIFT_PROBE_SECONDS", DEFAULT_DRIFT_PROBE_SECONDS),

@@ -72,8 +72,7 @@ class Say(commands.Cog):
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         """Show the renders running and waiting in this server."""
-        lines = self.services.say.queue_lines(interaction.guild_id)
-        text = "\n".join(lines) if lines else "The queue is empty."
+        text = self.services.say.queue_text(interaction.guild_id)  # fits one message
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="join")

@@ -98,6 +98,7 @@ def test_limits_on_length_and_segments():
     with pytest.raises(ScriptError, match="limit is 10") as info:
         parse_script("x" * 11, max_chars=10)
     assert info.value.position == 10
+    assert "NARRATOR_MAX_SCRIPT_CHARS" in info.value.reason  # the operator knows which setting it is
     text = "a [Pause] b [Pause] c"
     with pytest.raises(ScriptError, match="limit is 4") as info:
         parse_script(text, max_segments=4)
@@ -184,7 +185,7 @@ def test_generated_scripts_round_trip(parts):
         with pytest.raises(ScriptError):
             parse_script(text)
         return
-    script = parse_script(text, max_chars=10_000, max_segments=100)
+    script = parse_script(text, max_chars=10_000, max_segments=100, max_pause_total_s=1000)
     check_structure(script)
     assert [round(p.seconds * 1000) for p in script.items if isinstance(p, Pause)] == [
         v for k, v in parts if k == "pause"
@@ -204,3 +205,50 @@ def test_generated_scripts_round_trip(parts):
         elif kind == "voice":
             emotion, voice = None, value
     assert [(s.text, s.voice, s.emotion) for s in script.speeches] == expected
+
+
+# -- bounds against hostile scripts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("unit", "seconds"), [("5MS", 0.005), ("5Ms", 0.005), ("5mS", 0.005), ("5 S", 5.0),
+                                               ("2 SECONDS", 2.0), ("1.5Sec", 1.5)])  # fmt: skip
+def test_pause_units_are_case_insensitive(unit, seconds):
+    (pause,) = [i for i in parse_script(f"a [Pause {unit}] b").items if isinstance(i, Pause)]
+    assert pause.seconds == pytest.approx(seconds)
+
+
+def test_total_pause_is_capped_at_the_tag_that_crosses_it():
+    flood = "[Pause 10s]" * 63 + "a"  # 630 s of silence from 694 characters: free to render, long to play
+    with pytest.raises(ScriptError, match="add up to more than 30 s") as info:
+        parse_script(flood)
+    assert info.value.position == 3 * len("[Pause 10s]")  # the fourth tag is the first over 30 s
+    assert "NARRATOR_MAX_PAUSE_TOTAL_S" in info.value.reason
+    assert parse_script("[Pause 10s]" * 3 + "a").pause_seconds == pytest.approx(30.0)  # exactly the cap is fine
+    with pytest.raises(ScriptError, match="more than 5 s"):
+        parse_script("a [Pause 3s] b [Pause 3s] c", max_pause_total_s=5)
+    with pytest.raises(ScriptError, match="more than 0 s"):
+        parse_script("a [Pause 1ms] b", max_pause_total_s=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "code"),
+    [("ab\x07cd", 2, "U+0007"), ("hi \x00", 3, "U+0000"), ("\x1b[31m red", 0, "U+001B"), ("ok\x7f", 2, "U+007F"),
+     ("x \x85 y", 2, "U+0085"), ("a \ud800 b", 2, "U+D800"), ("[Calm] lone \udfff", 12, "U+DFFF")],
+)  # fmt: skip
+def test_control_characters_and_lone_surrogates_are_refused_with_their_position(text, position, code):
+    with pytest.raises(ScriptError) as info:
+        parse_script(text)
+    assert info.value.position == position
+    assert code in info.value.reason and "delete it" in info.value.reason
+
+
+def test_newlines_tabs_and_ordinary_unicode_pass():
+    (speech,) = parse_script("Line one,\n\tline two,\r\nthree 😀 ñ 你好 \u200d.").speeches
+    assert speech.text == "Line one, line two, three 😀 ñ 你好 \u200d."
+
+
+def test_visible_replaces_only_what_the_parser_refuses():
+    from bot.narration.script import visible
+
+    assert visible("a\x07b\ud800c\nd\te😀") == "a?b?c\nd\te😀"
+    assert visible("a\ud800").encode("utf-8")  # quotable back to the user

@@ -3,7 +3,10 @@
 Service order is round-robin over guilds (a guild that queues ten renders waits its turn behind one render of each
 other guild), first-in first-out inside a guild. A user has at most one job running and `max_queued` waiting; a job
 whose owner already has one running is passed over (not lost) until that one ends, so several workers never run two
-jobs of one user at once. Pure asyncio, no Discord: tests drive it directly.
+jobs of one user at once. Waiting jobs are capped per user, per guild and in all; a refusal says when to try again,
+from the Smart ETA of the jobs ahead. Every look at the whole queue (`service_order`, `positions`, `wait_times`) is
+one pass, O(waiting jobs + guilds): a job start at 9,000 waiting must not block the event loop. Pure asyncio, no
+Discord: tests drive it directly.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.durations import about
 from bot.errors import QueueFull
 
 log = logging.getLogger(__name__)
@@ -56,29 +60,59 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, max_queued_per_user: int) -> None:
+    def __init__(
+        self, max_queued_per_user: int, *, max_queued_per_guild: int | None = None, max_queued_total: int | None = None
+    ) -> None:
         self.max_queued_per_user = max_queued_per_user
-        self._by_guild: dict[int, collections.deque[Job]] = {}
+        self.max_queued_per_guild = max_queued_per_guild  # None: no cap (NARRATOR_MAX_QUEUED_PER_GUILD)
+        self.max_queued_total = max_queued_total  # None: no cap (NARRATOR_MAX_QUEUED_TOTAL)
+        self._by_guild: dict[int, collections.deque[Job]] = {}  # a guild is here iff it is in the rotation
         self._rotation: collections.deque[int] = collections.deque()  # guild ids, next to serve first
         self._running: dict[int, Job] = {}  # job id -> job
+        self._waiting_by_user: collections.Counter[int] = collections.Counter()
+        self._waiting_total = 0
         self._wakeup = asyncio.Event()  # set whenever the queue or the running set changes
 
     # -- submitting --------------------------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> int:
-        """Queue `job`; returns its 1-based position in service order. Raises QueueFull over the per-user limit."""
-        waiting = sum(1 for j in self._queued() if j.user_id == job.user_id)
+    def check_room(self, guild_id: int, user_id: int, workers: int = 1) -> None:
+        """Raise QueueFull (saying when to try again) if a job of `user_id` in `guild_id` would be over a cap."""
+        waiting = self._waiting_by_user[user_id]
         if waiting >= self.max_queued_per_user:
             raise QueueFull(
                 f"You already have {waiting} renders waiting (the limit is {self.max_queued_per_user}). "
                 "Wait for one to finish, or use /stop to clear yours."
             )
+        in_guild = len(self._by_guild.get(guild_id, ()))
+        if self.max_queued_per_guild is not None and in_guild >= self.max_queued_per_guild:
+            retry = self._retry_text(self._wait_for_guild_slot(guild_id, workers))
+            raise QueueFull(
+                f"This server's queue is full ({in_guild} renders waiting, the limit is "
+                f"{self.max_queued_per_guild}); try again in {retry}."
+            )
+        if self.max_queued_total is not None and self._waiting_total >= self.max_queued_total:
+            retry = self._retry_text(self._wait_for_any_slot(workers))
+            raise QueueFull(
+                f"The queue is full ({self._waiting_total} renders waiting across all servers); try again in {retry}."
+            )
+
+    def submit(self, job: Job, workers: int = 1) -> int:
+        """Queue `job`; returns its 1-based position in service order. Raises QueueFull over a cap (`check_room`);
+        `workers` only sharpens the "try again in" of that refusal."""
+        self.check_room(job.guild_id, job.user_id, workers)
         job.done = asyncio.get_running_loop().create_future()
-        self._by_guild.setdefault(job.guild_id, collections.deque()).append(job)
-        if job.guild_id not in self._rotation:
+        queue = self._by_guild.get(job.guild_id)
+        if queue is None:
+            queue = self._by_guild[job.guild_id] = collections.deque()
             self._rotation.append(job.guild_id)
+        queue.append(job)
+        self._waiting_by_user[job.user_id] += 1
+        self._waiting_total += 1
         self._notify()
-        return self.position(job)
+        return self._position_of_last(job.guild_id)
+
+    def waiting_count(self, user_id: int) -> int:
+        return self._waiting_by_user[user_id]
 
     # -- taking ------------------------------------------------------------------------------------------------------
 
@@ -106,10 +140,7 @@ class JobQueue:
             job = next((j for j in queue or () if j.user_id not in busy_users), None)
             if job is None:
                 continue
-            queue.remove(job)
-            if not queue:
-                self._by_guild.pop(guild_id)
-                self._rotation.remove(guild_id)
+            self._unqueue(job, queue)
             job.state, job.started_at = "running", time.monotonic()
             self._running[job.id] = job
             return job
@@ -124,11 +155,8 @@ class JobQueue:
         job.cancel_event.set()
         job.cancel_signal.set()
         queue = self._by_guild.get(job.guild_id)
-        if queue is not None and job in queue:
-            queue.remove(job)
-            if not queue:
-                self._by_guild.pop(job.guild_id)
-                self._rotation.remove(job.guild_id)
+        if job.state == "queued" and queue is not None and job in queue:
+            self._unqueue(job, queue)
             job.state = "cancelled"
             if job.done is not None and not job.done.done():
                 job.done.cancel()
@@ -145,42 +173,110 @@ class JobQueue:
         return [j for j in self._running.values() if guild_id is None or j.guild_id == guild_id]
 
     def service_order(self) -> list[Job]:
-        """Queued jobs in the order workers will take them (ignoring the one-running-per-user deferral)."""
-        queues = {g: list(q) for g, q in self._by_guild.items()}
+        """Queued jobs in the order workers will take them (ignoring the one-running-per-user deferral): one
+        round-robin pass over the guilds' queues, O(jobs + guilds)."""
         order: list[Job] = []
-        rotation = list(self._rotation)
-        while any(queues.values()):
-            for guild_id in rotation:
-                if queues.get(guild_id):
-                    order.append(queues[guild_id].pop(0))
+        rounds = [iter(self._by_guild[g]) for g in self._rotation]
+        while rounds:
+            still = []
+            for guild_jobs in rounds:
+                job = next(guild_jobs, None)
+                if job is not None:
+                    order.append(job)
+                    still.append(guild_jobs)
+            rounds = still
         return order
+
+    def positions(self) -> dict[int, int]:
+        """{job id: 1-based place in the service order} for every waiting job, in one pass."""
+        return {job.id: place for place, job in enumerate(self.service_order(), start=1)}
 
     def position(self, job: Job) -> int:
         """1-based place in the service order; 0 once it runs or ended."""
-        order = self.service_order()
-        return order.index(job) + 1 if job in order else 0
+        return self.positions().get(job.id, 0) if job.state == "queued" else 0
+
+    def snapshot(self, workers: int = 1, now: float | None = None) -> list[tuple[Job, int, float | None]]:
+        """(job, 1-based position, predicted seconds until it starts) of every waiting job in service order, in one
+        pass. The wait is what is left of the running jobs' predictions plus the predictions of the jobs ahead,
+        shared over `workers` (exact for one worker, an even-share estimate for several); None from the first job
+        counted that has no prediction (e.g. a voice design) on: no promise behind it."""
+        ahead = self._running_left(now)
+        share = 1.0 / max(1, workers)
+        out: list[tuple[Job, int, float | None]] = []
+        for place, job in enumerate(self.service_order(), start=1):
+            out.append((job, place, None if ahead is None else ahead * share))
+            if ahead is not None:
+                ahead = None if job.predicted_s is None else ahead + job.predicted_s
+        return out
+
+    def wait_times(self, workers: int = 1, now: float | None = None) -> dict[int, float | None]:
+        """{job id: predicted seconds until it starts} for every waiting job (`snapshot`)."""
+        return {job.id: wait_s for job, _, wait_s in self.snapshot(workers, now)}
 
     def wait_seconds(self, job: Job, workers: int = 1, now: float | None = None) -> float | None:
-        """Predicted seconds until `job` starts: what is left of the running jobs' predictions plus the predictions
-        of the jobs ahead of it in service order, shared over `workers` (exact for one worker, an even-share estimate
-        for several). 0.0 once it runs or ended; None when a job counted has no prediction (e.g. a voice design)."""
-        order = self.service_order()
-        if job not in order:
+        """`wait_times` of one job; 0.0 once it runs or ended."""
+        if job.state != "queued":
             return 0.0
-        now = time.monotonic() if now is None else now
-        total = 0.0
-        for other in [*self._running.values(), *order[: order.index(job)]]:
-            if other.predicted_s is None:
-                return None
-            elapsed = now - other.started_at if other.started_at is not None else 0.0
-            total += max(0.0, other.predicted_s - elapsed)
-        return total / max(1, workers)
+        return self.wait_times(workers, now).get(job.id, 0.0)
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._by_guild.values())
+        return self._waiting_total
 
     def _queued(self) -> list[Job]:
         return [j for q in self._by_guild.values() for j in q]
+
+    def _unqueue(self, job: Job, queue: collections.deque[Job]) -> None:
+        queue.remove(job)
+        self._waiting_by_user[job.user_id] -= 1
+        if not self._waiting_by_user[job.user_id]:
+            del self._waiting_by_user[job.user_id]
+        self._waiting_total -= 1
+        if not queue:
+            self._by_guild.pop(job.guild_id)
+            self._rotation.remove(job.guild_id)
+
+    def _position_of_last(self, guild_id: int) -> int:
+        """Place of `guild_id`'s newest job without building the order (O(guilds)): every guild serves one job per
+        round, so it comes after min(len, depth) jobs of each guild plus, in its own round, the guilds ahead."""
+        depth = len(self._by_guild[guild_id]) - 1
+        place = 1
+        reached = False
+        for other in self._rotation:
+            reached = reached or other == guild_id
+            length = len(self._by_guild[other])
+            place += min(length, depth) + (1 if not reached and length > depth else 0)
+        return place
+
+    def _running_left(self, now: float | None) -> float | None:
+        """Predicted seconds left of the running jobs together; None if one has no prediction."""
+        now = time.monotonic() if now is None else now
+        total = 0.0
+        for job in self._running.values():
+            if job.predicted_s is None:
+                return None
+            elapsed = now - job.started_at if job.started_at is not None else 0.0
+            total += max(0.0, job.predicted_s - elapsed)
+        return total
+
+    def _wait_for_guild_slot(self, guild_id: int, workers: int) -> float | None:
+        """Seconds until the guild's first waiting job starts (which frees one of its places): it is served in the
+        first round, after the first job of each guild ahead of it in the rotation. O(guilds)."""
+        ahead = self._running_left(None)
+        for other in self._rotation:
+            if other == guild_id or ahead is None:
+                break
+            first = self._by_guild[other][0].predicted_s
+            ahead = None if first is None else ahead + first
+        return None if ahead is None else ahead / max(1, workers)
+
+    def _wait_for_any_slot(self, workers: int) -> float | None:
+        """Seconds until the first waiting job starts (a running one ends)."""
+        left = self._running_left(None)
+        return None if left is None else left / max(1, workers)
+
+    @staticmethod
+    def _retry_text(wait_s: float | None) -> str:
+        return "a few minutes" if wait_s is None else f"about {about(wait_s)}"
 
     def _notify(self) -> None:
         self._wakeup.set()

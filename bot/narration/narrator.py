@@ -105,10 +105,15 @@ class Narrator:
         cancel: threading.Event | None = None,
         max_frames: int | None = None,
         keep_master: bool = True,
+        max_job_seconds: float | None = None,
     ) -> AsyncIterator[RenderEvent]:
         """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
         plan = self.plan(script, voices)
-        options = RenderOptions(self.outputs_dir if keep_master else None, self.guard, self.fade_ms, max_frames)
+        # max_frames caps each segment; max_job_seconds the frames of the whole render (FrameBudgetExceeded once
+        # spent, drift-guard attempts included).
+        options = RenderOptions(
+            self.outputs_dir if keep_master else None, self.guard, self.fade_ms, max_frames, max_job_seconds
+        )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         closed = threading.Event()

@@ -3,8 +3,9 @@
 - `await plan(script, max_chars, voice, resolve)` -> Plan: parse the script (ScriptError -> UserError naming the
   position) and resolve every voice it needs (`voice` for the narrator, `resolve(name)` for `[@name]`).
 - `predict_seconds(narrator, plan)` -> float: Smart ETA before queueing (compute seconds of the render).
-- `render(narrator, plan, cancel, job_id)`: async iterator of the production's `AudioChunk` / `Progress` /
-  `Finished` events, audio yielded while frames are generated.
+- `render(narrator, plan, cancel, job_id, max_job_seconds)`: async iterator of the production's `AudioChunk` /
+  `Progress` / `Finished` events, audio yielded while frames are generated; a render that spends its frame budget
+  ends with a UserError.
 - `await clone(narrator, audio, sr, transcript, name)` / `await design(narrator, description, name)` -> VoiceLock.
 """
 
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.durations import about
 from bot.errors import UserError
 from bot.narration.identity import Identity, VoiceLock, vector_from_bytes
 from bot.narration.narrator import Narrator
-from bot.narration.production import RenderEvent
-from bot.narration.script import Script
+from bot.narration.production import FrameBudgetExceeded, RenderEvent
+from bot.narration.script import DEFAULT_MAX_PAUSE_TOTAL_S, Script, estimate_seconds, visible
 from db import repo
 
 
@@ -37,12 +39,15 @@ def script_error_text(script: str, error: Exception) -> str:
     """'Your script has a problem at character 14 (`…[Pause 20s]…`): reason. Example: …'."""
     position = getattr(error, "position", 0)
     reason = getattr(error, "reason", str(error))
-    excerpt = script[max(0, position - 12) : position + 12].replace("`", "'").replace("\n", " ")
+    excerpt = visible(script[max(0, position - 12) : position + 12]).replace("`", "'").replace("\n", " ")
     near = f" (near `{excerpt}`)" if excerpt.strip() else ""
     return f"Your script has a problem at character {position + 1}{near}: {reason}. {EXAMPLE}"
 
 
 EXAMPLE = "Example: `[Whispering] Hello there. [Pause 1s] [Excited] Welcome!`"
+# Fine-tuned checkpoints one script may use: the engine keeps 4 loaded (CustomVoice, Base, and room for 2), so
+# alternating `[@a]` `[@b]` over more of them would reload a checkpoint at every segment.
+DEFAULT_MAX_CHECKPOINTS = 2
 
 
 async def plan(
@@ -50,18 +55,43 @@ async def plan(
     max_chars: int,
     voice: repo.Voice | None,
     resolve: Callable[[str], Awaitable[repo.Voice]],
+    *,
+    max_pause_total_s: float = DEFAULT_MAX_PAUSE_TOTAL_S,
+    max_checkpoints: int = DEFAULT_MAX_CHECKPOINTS,
 ) -> Plan:
-    """Parse and resolve before anything is queued; bad input raises UserError (ScriptError, unknown voice...)."""
+    """Parse and resolve before anything is queued; bad input raises UserError (ScriptError, unknown voice, too
+    many fine-tuned checkpoints...)."""
     from bot.narration import ScriptError, parse_script
 
     try:
-        parsed = parse_script(script, max_chars=max_chars)
+        parsed = parse_script(script, max_chars=max_chars, max_pause_total_s=max_pause_total_s)
     except ScriptError as exc:
         raise UserError(script_error_text(script, exc)) from None
     voices: dict[str | None, repo.Voice | None] = {None: voice}
     for name in parsed.voices:
         voices[name.lower()] = await resolve(name)
+    check_checkpoints(voices, max_checkpoints)
     return Plan(parsed, voices)
+
+
+def check_checkpoints(voices: dict[str | None, repo.Voice | None], limit: int) -> None:
+    """Refuse a script whose voices need more than `limit` distinct fine-tuned checkpoints."""
+    by_model: dict[str, list[str]] = {}
+    for voice in voices.values():
+        if voice is not None and voice.kind == "finetuned" and voice.model:
+            by_model.setdefault(voice.model, []).append(voice.name)
+    if len(by_model) > limit:
+        names = ", ".join(f"`{names[0]}`" for names in by_model.values())
+        raise UserError(
+            f"This script uses {len(by_model)} fine-tuned voices with their own models ({names}); one /say can use "
+            f"at most {limit} (NARRATOR_MAX_CHECKPOINTS_PER_SCRIPT), because switching between more reloads a "
+            "model at every change of voice. Use fewer of them, or split the script into several /say."
+        )
+
+
+def speech_seconds(plan: Plan) -> float:
+    """Estimated seconds of speech of a plan (pauses excluded: the parser bounds them)."""
+    return sum(estimate_seconds(s.text) for s in plan.script.speeches)
 
 
 # -- on the worker ---------------------------------------------------------------------------------------------------
@@ -111,11 +141,21 @@ async def default_speaker(narrator: Narrator) -> str:
 
 
 async def render(
-    narrator: Narrator, plan: Plan, cancel: threading.Event, job_id: int = 0
+    narrator: Narrator, plan: Plan, cancel: threading.Event, job_id: int = 0, max_job_seconds: float | None = None
 ) -> AsyncIterator[RenderEvent]:
+    """The production's events; `max_job_seconds` (NARRATOR_MAX_JOB_AUDIO_S) bounds the frames of the whole
+    render, drift-guard attempts included: spent with speech left, the render stops with a UserError."""
     voices = await identities(narrator, plan)
-    async for event in narrator.render(plan.script, voices, job_id=job_id, cancel=cancel):
-        yield event
+    try:
+        async for event in narrator.render(
+            plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds
+        ):
+            yield event
+    except FrameBudgetExceeded as exc:
+        raise UserError(
+            f"This render reached the limit of {about(exc.seconds)} of generated audio for one /say "
+            "(NARRATOR_MAX_JOB_AUDIO_S) and was stopped. Split the script into shorter ones."
+        ) from None
 
 
 async def clone(narrator: Narrator, audio: np.ndarray, sr: int, transcript: str, name: str) -> VoiceLock:

@@ -62,6 +62,14 @@ class Stopped(Exception):
     """The render was cancelled; raised inside the production to unwind it."""
 
 
+class FrameBudgetExceeded(Exception):
+    """The render used up its job-wide frame budget (`RenderOptions.max_job_seconds`) with speech still to make."""
+
+    def __init__(self, frames: int, seconds: float) -> None:
+        super().__init__(f"the render used its budget of {frames} frames ({seconds:g} s of audio)")
+        self.frames, self.seconds = frames, seconds
+
+
 @dataclass
 class SegmentReport:
     index: int
@@ -82,6 +90,10 @@ class RenderOptions:
     guard: DriftGuard
     fade_ms: float  # crossfade at joins
     max_frames: int | None  # user cap per segment, on top of the length-based one
+    # Seconds of audio (as code frames) the engine may generate for the whole render, every segment and every
+    # drift-guard attempt (heard or not) together: run-on generations and re-samples cannot hold a worker until
+    # the job timeout. None: no budget.
+    max_job_seconds: float | None = None
 
 
 class Production:
@@ -101,6 +113,8 @@ class Production:
         self.reports: list[SegmentReport] = []
         self.timings = {"model_s": 0.0, "guard_s": 0.0}
         self.samples_out = 0
+        self.samples_generated = 0  # by the engine, discarded attempts included (the job's frame budget)
+        self._cut_by_budget = False  # the current attempt's frame cap is what was left of the budget
         self.units = [estimate_seconds(i.text) if isinstance(i, Speech) else 0.0 for i, _ in plan]
         # progress counts speech only: the ordinal of each speech item, and how many there are
         self.speech_ordinal = _speech_ordinals(plan)
@@ -187,6 +201,8 @@ class Production:
             if time.perf_counter() - self._last_progress >= PROGRESS_EVERY_S:
                 self._progress(index, sum(len(p) for p in parts) / self.rate)
         self._check_stop()
+        if self._cut_by_budget and self._budget_left() <= 0:
+            raise self._budget_spent()
         self._out(self.joiner.end_piece())
         audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
         report.seconds = len(audio) / self.rate
@@ -233,7 +249,25 @@ class Production:
     def _frame_cap(self, speech: Speech) -> int:
         # Generous for slow speech, but bounded: untamed generations can run on (reference §7).
         cap = int(self.frame_rate * (2.0 * estimate_seconds(speech.text) + 4.0))
-        return min(cap, self.options.max_frames) if self.options.max_frames else cap
+        cap = min(cap, self.options.max_frames) if self.options.max_frames else cap
+        if self.options.max_job_seconds is None:
+            return cap
+        left = self._budget_left()
+        if left <= 0:
+            raise self._budget_spent()
+        self._cut_by_budget = left < cap
+        return min(cap, left)
+
+    def _job_frames(self) -> int:
+        return int(self.options.max_job_seconds * self.frame_rate)
+
+    def _budget_left(self) -> int:
+        if self.options.max_job_seconds is None:
+            return 1 << 62
+        return self._job_frames() - round(self.samples_generated * self.frame_rate / self.rate)
+
+    def _budget_spent(self) -> FrameBudgetExceeded:
+        return FrameBudgetExceeded(self._job_frames(), self.options.max_job_seconds)
 
     def _timed(self, stream: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """The engine stream, with the time spent inside it added to timings['model_s']."""
@@ -246,6 +280,7 @@ class Production:
                     return
                 finally:
                     self.timings["model_s"] += time.perf_counter() - started
+                self.samples_generated += len(chunk)
                 yield chunk
         finally:
             close = getattr(stream, "close", None)

@@ -4,9 +4,13 @@
 
 - `[Emotion]` (case-insensitive, `emotions.EMOTIONS` or an alias) applies until the next emotion tag or voice switch;
   any other tag text is a free-form instruction; `[Neutral]` clears it.
-- `[Pause]` = 0.8 s, `[Pause 1.5s]`, `[Pause 500ms]`, `[Pause 2]` (seconds); at most 10 s.
+- `[Pause]` = 0.8 s, `[Pause 1.5s]`, `[Pause 500ms]`, `[Pause 2]` (seconds; units in any case, `5MS` is 5 ms); at
+  most 10 s each and `max_pause_total_s` (30 s by default) in all, so silence that costs nothing to render cannot
+  fill a voice channel (and the bot's memory) for minutes.
 - `[@name]` switches to another registered voice and resets the emotion (a new character speaks).
 - `\\[` and `\\]` are literal brackets; a lone `]` outside a tag is literal text.
+- Control characters (other than newline, carriage return and tab) and lone surrogates are refused with their
+  position: they are invisible in Discord, and a lone surrogate cannot even be stored (it has no UTF-8 form).
 - Speech longer than about `max_piece_seconds` of audio is split at sentence boundaries (then clauses, then words),
   because long single generations drift (reference §7).
 
@@ -23,6 +27,7 @@ from bot.narration import emotions
 
 DEFAULT_PAUSE_S = 0.8
 MAX_PAUSE_S = 10.0
+DEFAULT_MAX_PAUSE_TOTAL_S = 30.0  # all pauses of one script together (NARRATOR_MAX_PAUSE_TOTAL_S)
 MAX_TAG_CHARS = emotions.MAX_FREE_FORM_CHARS
 DEFAULT_PIECE_SECONDS = 20.0
 # Speaking rates for the length estimate: ~15 characters/s for alphabetic scripts, ~4.5 for CJK (one syllable each).
@@ -30,6 +35,8 @@ LATIN_CHARS_PER_S = 15.0
 CJK_CHARS_PER_S = 4.5
 
 _PAUSE = re.compile(r"^pause(?:\s+(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|secs|second|seconds)?)?$", re.IGNORECASE)
+# C0/C1 control characters except tab, newline and carriage return; U+D800-U+DFFF are lone surrogates.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|(?<=[。！？])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，；：、—])\s*")
@@ -94,10 +101,18 @@ class _State:
 
 
 class _Parser:
-    def __init__(self, source: str, voice_exists: Callable[[str], bool] | None, piece_seconds: float) -> None:
+    def __init__(
+        self,
+        source: str,
+        voice_exists: Callable[[str], bool] | None,
+        piece_seconds: float,
+        max_pause_total_s: float = DEFAULT_MAX_PAUSE_TOTAL_S,
+    ) -> None:
         self.source = source
         self.voice_exists = voice_exists
         self.piece_seconds = piece_seconds
+        self.max_pause_total_s = max_pause_total_s
+        self.pause_total_s = 0.0
         self.state = _State()
         self.items: list[Speech | Pause] = []
         self.chars: list[tuple[str, int]] = []  # pending text: (character, its source position)
@@ -137,11 +152,21 @@ class _Parser:
         if body.startswith("@"):
             self._switch_voice(body[1:].strip(), start)
         elif body.lower().split(maxsplit=1)[0] == "pause":
-            self.items.append(Pause(_pause_seconds(body, start), start, end))
+            self._pause(_pause_seconds(body, start), start, end)
         else:
             emotion, instruct = emotions.lookup(body)
             self.state.emotion = emotion if instruct else None  # `[Neutral]` clears both
             self.state.instruct = instruct
+
+    def _pause(self, seconds: float, start: int, end: int) -> None:
+        self.pause_total_s += seconds
+        if self.pause_total_s > self.max_pause_total_s + 1e-9:
+            raise ScriptError(
+                start,
+                f"the pauses add up to more than {self.max_pause_total_s:g} s, the limit for one script "
+                "(NARRATOR_MAX_PAUSE_TOTAL_S); use fewer or shorter pauses",
+            )
+        self.items.append(Pause(seconds, start, end))
 
     def _switch_voice(self, name: str, position: int) -> None:
         if not name:
@@ -173,10 +198,24 @@ def _pause_seconds(body: str, position: int) -> float:
             position, f"`[{body[:40]}]` is not a pause; write `[Pause]`, `[Pause 1.5s]` or `[Pause 500ms]`"
         )
     number, unit = match.groups()
-    seconds = DEFAULT_PAUSE_S if number is None else float(number) / (1000.0 if unit == "ms" else 1.0)
+    seconds = DEFAULT_PAUSE_S if number is None else float(number) / (1000.0 if (unit or "").lower() == "ms" else 1.0)
     if seconds > MAX_PAUSE_S:
         raise ScriptError(position, f"a pause of {seconds:g} s is too long; the limit is {MAX_PAUSE_S:g} s")
     return seconds
+
+
+def _check_characters(text: str) -> None:
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        code = ord(bad.group())
+        what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise ScriptError(bad.start(), f"{what} (U+{code:04X}) is not allowed in a script; delete it")
+
+
+def visible(text: str) -> str:
+    """`text` with every character the parser refuses shown as `?`: safe to quote back to the user (a lone
+    surrogate would make the reply itself unsendable)."""
+    return _FORBIDDEN.sub("?", text)
 
 
 def _split_pieces(chars: list[tuple[str, int]], max_seconds: float) -> list[list[tuple[str, int]]]:
@@ -217,17 +256,23 @@ def parse_script(
     max_segments: int = 64,
     voice_exists: Callable[[str], bool] | None = None,
     max_piece_seconds: float = DEFAULT_PIECE_SECONDS,
+    max_pause_total_s: float = DEFAULT_MAX_PAUSE_TOTAL_S,
 ) -> Script:
     """Parse `text` into a `Script`; raises `ScriptError(position, reason)` for anything that cannot be rendered.
 
     `voice_exists(name)` says whether `[@name]` is a usable voice (None: accept every name); `max_segments` counts
-    speech pieces and pauses after splitting.
+    speech pieces and pauses after splitting; `max_pause_total_s` bounds all pauses together.
     """
     if not isinstance(text, str):
         raise TypeError(f"the script must be a str, got {type(text).__name__}")
     if len(text) > max_chars:
-        raise ScriptError(max_chars, f"the script is {len(text)} characters long; the limit is {max_chars}")
-    items = _Parser(text, voice_exists, max_piece_seconds).parse()
+        raise ScriptError(
+            max_chars,
+            f"the script is {len(text)} characters long; the limit is {max_chars} (NARRATOR_MAX_SCRIPT_CHARS, "
+            "or lower where the server set one with /settings)",
+        )
+    _check_characters(text)
+    items = _Parser(text, voice_exists, max_piece_seconds, max_pause_total_s).parse()
     if len(items) > max_segments:
         raise ScriptError(
             items[max_segments].start,

@@ -1,7 +1,8 @@
 """Telling the user how their render goes, through the deferred interaction response.
 
 `InteractionReporter` edits the original (deferred) response at most once a second: intermediate texts that arrive
-faster are coalesced and only the latest is shown. The master goes out as a followup attachment with every mention
+faster are coalesced and only the latest is shown (waiting renders are kept told their place by
+`bot.services.queue_board.QueueBoard`, within a global edit budget). The master goes out as a followup attachment with every mention
 disabled, so a script can never ping anyone. The render service talks to the `Reporter` protocol only.
 """
 
@@ -15,12 +16,14 @@ from typing import Protocol
 
 import discord
 
+from bot.durations import about
 from bot.voice.attachments import Attachment
 
 log = logging.getLogger(__name__)
 
 MIN_EDIT_INTERVAL_S = 1.0
 NO_MENTIONS = discord.AllowedMentions.none()
+MESSAGE_LIMIT = 2000  # characters of one Discord message
 
 
 class Reporter(Protocol):
@@ -52,11 +55,20 @@ def starting_line(own_s: float | None) -> str:
     return "Starting…" if own_s is None else f"Starting… takes about {about(own_s)}."
 
 
-def about(seconds: float) -> str:
-    """A rough duration for people: '12 s' (at least 1 s) below 90 s, else '3 min'."""
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    return f"{round(seconds / 60)} min"
+def fit_lines(lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
+    """The lines joined, cut to fit one message: '… and 37 more' stands for the lines left out."""
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        footer = f"… and {len(lines) - index} more"
+        if used + len(line) + 1 + len(footer) > limit:
+            return "\n".join([*kept, footer])
+        kept.append(line)
+        used += len(line) + 1
+    return "\n".join(kept)  # pragma: no cover - the whole text did not fit, so some line does not
 
 
 class InteractionReporter:

@@ -10,6 +10,7 @@ engine writes the master; `_follow` reports the outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.durations import about
 from bot.errors import NotAllowed, QueueFull, UserError
 from bot.jobs.queue import Job, JobQueue
 from bot.narration import planning as narrate
 from bot.narration.production import AudioChunk, Finished, Progress
-from bot.services.progress import Reporter, progress_line, queued_line, starting_line
+from bot.services.progress import Reporter, fit_lines, progress_line, queued_line, starting_line
+from bot.services.queue_board import QueueBoard
 from bot.voice.attachments import attachment_for
 from bot.voice.connections import RESUME_GRACE_S
 from bot.voice.source import StereoUpsampler
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A script predicted to need more than this share of NARRATOR_JOB_TIMEOUT_S is refused before queueing: it would
+# very likely be stopped by the timeout after holding a worker for all of it.
+MAX_TIMEOUT_SHARE = 0.8
+
 
 @dataclass
 class SayRequest:
@@ -50,6 +57,7 @@ class SayRequest:
     render_id: int | None = None
     voice_lost: bool = False
     watching_resume: bool = False  # a check is pending on a voice connection that may be resuming
+    predicted_s: float | None = None  # Smart ETA of the render (compute seconds), set by `prepare`
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,17 +100,36 @@ class SayService:
         max_chars = config.max_script_chars(gs)
         voices = self.library
         voice = await voices.for_say(guild_id, user_id, voice_name)
-        plan = await narrate.plan(script, max_chars, voice, lambda name: voices.resolve(guild_id, user_id, name))
-        self._check_queue_room(user_id)
-        return SayRequest(guild_id, channel_id, user_id, script, plan, voice)
+        plan = await narrate.plan(
+            script,
+            max_chars,
+            voice,
+            lambda name: voices.resolve(guild_id, user_id, name),
+            max_pause_total_s=self.settings.max_pause_total_s,
+            max_checkpoints=self.settings.max_checkpoints_per_script,
+        )
+        self.queue.check_room(guild_id, user_id, workers=self._slots())
+        request = SayRequest(guild_id, channel_id, user_id, script, plan, voice)
+        request.predicted_s = self.predict_seconds(request)
+        self._check_work(request)
+        return request
 
-    def _check_queue_room(self, user_id: int) -> None:
-        queue = self.queue
-        waiting = sum(1 for j in queue.service_order() if j.user_id == user_id)
-        if waiting >= queue.max_queued_per_user:
-            raise QueueFull(
-                f"You already have {waiting} renders waiting (the limit is {queue.max_queued_per_user}). "
-                "Wait for one to finish, or use /stop."
+    def _check_work(self, request: SayRequest) -> None:
+        """Refuse, before queueing, a render that could not finish: more speech than one job may generate, or a
+        predicted render time over most of the job timeout."""
+        speech_s = narrate.speech_seconds(request.plan)
+        budget_s = self.settings.max_job_audio_s
+        if speech_s > budget_s:
+            raise UserError(
+                f"This script is about {about(speech_s)} of speech; one /say can make at most {about(budget_s)} "
+                "(NARRATOR_MAX_JOB_AUDIO_S). Split it into shorter scripts."
+            )
+        limit_s = MAX_TIMEOUT_SHARE * self.settings.job_timeout_s
+        if request.predicted_s is not None and request.predicted_s > limit_s:
+            raise UserError(
+                f"This script (about {about(speech_s)} of speech) would take about {about(request.predicted_s)} "
+                f"to render, more than the {about(limit_s)} one /say may use (NARRATOR_JOB_TIMEOUT_S is "
+                f"{self.settings.job_timeout_s:g} s). Split it into shorter scripts."
             )
 
     async def auto_leave_enabled(self, guild_id: int) -> bool:
@@ -130,34 +157,63 @@ class SayService:
                 request.voice.id if request.voice else None,
             )
         request.render_id = row.id
+        job = self.render_job(request, reporter)
+        try:
+            position = self.wait_in_line(job, request, reporter)
+        except QueueFull as exc:  # filled up since `prepare` checked: the row must not stay "queued" forever
+            await self._mark(request, "failed", error=str(exc))
+            raise
+        if position > 1 or self._all_workers_busy():
+            wait_s = self.queue.wait_seconds(job, workers=self._slots())
+            self.queue_board.told(job, reporter, position, wait_s)
+            await reporter.status(queued_line(position, wait_s, job.predicted_s))
+        return job, position
+
+    def render_job(self, request: SayRequest, reporter: Reporter) -> Job:
+        """The queue job of a prepared (and recorded) request, with its Smart ETA."""
         job = Job(
             request.guild_id,
             request.user_id,
             lambda job, worker: self._render(job, worker, request, reporter),
-            label=f"render #{row.id}",
-            predicted_s=self.predict_seconds(request),
+            label=f"render #{request.render_id}",
+            predicted_s=request.predicted_s if request.predicted_s is not None else self.predict_seconds(request),
         )
         job.on_start = lambda job: self._started(job, reporter)
-        try:
-            position = self.queue.submit(job)
-        except QueueFull as exc:  # filled up since `prepare` checked: the row must not stay "queued" forever
-            await self._mark(request, "failed", error=str(exc))
-            raise
+        return job
+
+    def wait_in_line(self, job: Job, request: SayRequest, reporter: Reporter) -> int:
+        """Queue a render job (QueueFull over a cap) and follow it; returns its 1-based position. No await: the
+        caps are checked and the job queued in one step of the event loop."""
+        position = self.queue.submit(job, workers=self._slots())
         self._waiting[job.id] = (job, reporter)
-        if position > 1 or self._all_workers_busy():
-            await reporter.status(self.queued_text(job, position))
         self._spawn(self._follow(job, request, reporter))
-        return job, position
+        return position
+
+    @functools.cached_property
+    def queue_board(self) -> QueueBoard:
+        """Keeps waiting users told their place, within Discord's edit rate limits (built on first use)."""
+
+        def spawn(coro) -> asyncio.Task:
+            task = asyncio.get_running_loop().create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return task
+
+        return QueueBoard(self._waiting_lines, spawn=spawn)
+
+    def _waiting_lines(self) -> list[tuple[Job, Reporter, int, float | None]]:
+        """(job, reporter, position, wait) of every waiting render, in one pass over the queue."""
+        renders = self._waiting
+        return [
+            (job, renders[job.id][1], position, wait_s)
+            for job, position, wait_s in self.queue.snapshot(workers=self._slots())
+            if job.id in renders
+        ]
 
     def predict_seconds(self, request: SayRequest) -> float:
         """Predicted compute seconds of this render (Smart ETA: text length and the measured speed of the model on
         the first worker's device; every render is predicted on the same worker, so the sums stay comparable)."""
         return narrate.predict_seconds(self.workers[0].narrator, request.plan)
-
-    def queued_text(self, job: Job, position: int) -> str:
-        """'Queued, position 3 — starts in about 40 s, takes about 12 s.' from the predictions of the jobs ahead."""
-        wait_s = self.queue.wait_seconds(job, workers=sum(w.slots for w in self.workers))
-        return queued_line(position, wait_s, job.predicted_s)
 
     async def drain(self, timeout: float) -> None:
         """Let the outcome reports of just-cancelled renders go out (at shutdown, before the session closes)."""
@@ -165,13 +221,16 @@ class SayService:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     def _started(self, job: Job, reporter: Reporter) -> None:
-        """A job left the queue: tell it, and tell every render still waiting its new position."""
+        """A job left the queue: tell it, and have the board tell every render still waiting its new place and wait
+        (one pass over the queue, then only the messages that changed, within the edit budget)."""
         self._waiting.pop(job.id, None)
+        self.queue_board.forget(job.id)
         self._spawn(reporter.status(starting_line(job.predicted_s)))
-        for waiting, their_reporter in list(self._waiting.values()):
-            position = self.queue.position(waiting)
-            if position:
-                self._spawn(their_reporter.status(self.queued_text(waiting, position)))
+        self.queue_board.changed()  # O(1): the board's one pass over the queue follows, at most once a second
+
+    def _slots(self) -> int:
+        """Renders the workers run at once (the queue's waits are shared over them)."""
+        return sum(w.slots for w in self.workers)
 
     def _all_workers_busy(self) -> bool:
         return all(w.full for w in self.workers)
@@ -184,7 +243,10 @@ class SayService:
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
-        async for event in narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0):
+        events = narrate.render(
+            worker.narrator, request.plan, job.cancel_event, request.render_id or 0, self.settings.max_job_audio_s
+        )
+        async for event in events:
             if isinstance(event, AudioChunk):
                 if "first_audio" not in request.stats:
                     request.stats["first_audio"] = time.monotonic() - started
@@ -312,8 +374,13 @@ class SayService:
         queue = self.queue
         lines = [f"▶ {j.label} by <@{j.user_id}> (rendering)" for j in queue.running(guild_id)]
         order = queue.service_order()
-        lines += [f"{order.index(j) + 1}. {j.label} by <@{j.user_id}>" for j in order if j.guild_id == guild_id]
+        lines += [f"{place}. {j.label} by <@{j.user_id}>" for place, j in enumerate(order, 1) if j.guild_id == guild_id]
         return lines
+
+    def queue_text(self, guild_id: int) -> str:
+        """/queue's answer: one message at most ('… and 37 more' for the lines that do not fit)."""
+        lines = self.queue_lines(guild_id)
+        return fit_lines(lines) if lines else "The queue is empty."
 
     # -- after a restart ---------------------------------------------------------------------------------------------
 
