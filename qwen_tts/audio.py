@@ -58,7 +58,9 @@ def resample(audio: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling of mono float audio (N,) with soxr (HQ); returns float32.
 
     HQ, not VHQ: it is what the official package gets from ``librosa.resample`` (res_type "soxr_hq"), so x-vectors and
-    encoder codes of non-24 kHz references match it bit for bit (VHQ differs by up to ~5e-3 per sample).
+    encoder codes of non-24 kHz references match it bit for bit (VHQ differs by up to ~5e-3 per sample). The output
+    has ``resampled_length(N, sr, target_sr)`` samples: soxr alone returns one fewer for about half of all lengths at
+    44.1/22.05/32/11.025 kHz, which the official path pads back with a zero (librosa's ``fix_length``).
     """
     if sr <= 0 or target_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {sr} -> {target_sr}")
@@ -66,7 +68,21 @@ def resample(audio: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
         return np.asarray(audio, dtype=np.float32)
     import soxr
 
-    return soxr.resample(np.asarray(audio, dtype=np.float32), sr, target_sr, quality="HQ").astype(np.float32)
+    out = soxr.resample(np.asarray(audio, dtype=np.float32), sr, target_sr, quality="HQ").astype(np.float32)
+    return _fit_length(out, resampled_length(len(audio), sr, target_sr))
+
+
+def resampled_length(n_samples: int, sr: int, target_sr: int) -> int:
+    """Samples after resampling ``n_samples`` from ``sr`` to ``target_sr``: ceil(N x ratio) computed in float64 with the
+    ratio rounded first, exactly as ``librosa.resample`` does (an exact rational ceil differs when N x ratio is whole
+    but the float product lands just above it)."""
+    return int(np.ceil(n_samples * (float(target_sr) / sr)))
+
+
+def _fit_length(audio: np.ndarray, size: int) -> np.ndarray:
+    if len(audio) >= size:
+        return audio[:size]
+    return np.concatenate([audio, np.zeros(size - len(audio), dtype=audio.dtype)])
 
 
 def validate_audio(audio: np.ndarray, sr: int, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:

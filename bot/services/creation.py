@@ -1,6 +1,6 @@
 """Creating voices that need the model: cloning from a reference clip and designing from a description.
 
-Both validate everything they can first (name, consent, size, the clip itself via `qwen_tts.load_audio`), then run
+Both validate everything they can first (name, consent, size, the clip itself via `bot.services.clip_intake`), then run
 the model part as a job on an inference worker (the only owner of the GPU), then store the voice with its locked
 timbre (an x-vector from the Base checkpoint's speaker encoder).
 """
@@ -18,6 +18,8 @@ from bot.errors import BadAttachment, UserError
 from bot.jobs.queue import Job
 from bot.narration import planning as narrate
 from bot.narration.identity import vector_bytes
+from bot.services.clip_intake import ClipIntake
+from bot.services.clips import ClipLimits
 from db import repo
 
 if TYPE_CHECKING:
@@ -27,32 +29,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_REFERENCE_SECONDS = 1.0
 AUDIO_HINT = "Upload a WAV, FLAC or OGG recording of one person speaking clearly"
 
 
-AUDIO_PROBLEMS = {
-    "not_audio": "is not a sound file I can read",
-    "truncated": "is cut off: the file ends early",
-    "empty": "contains no audio",
-    "invalid": "contains invalid samples",
-    "unreadable": "could not be read",
-}
-
-
-def audio_problem(error: Exception) -> str:
-    """A short user-facing phrase for a `qwen_tts.AudioError` (its own message carries the details for logs)."""
-    kind = getattr(error, "kind", "")
-    if kind == "too_long":
-        return "is too long (" + str(error).split(" lasts ", 1)[-1] + ")"
-    return AUDIO_PROBLEMS.get(kind, f"cannot be used ({error})")
-
-
 class VoiceCreation:
-    def __init__(self, settings: Settings, library: VoiceLibrary, queue: JobQueue) -> None:
+    def __init__(
+        self, settings: Settings, library: VoiceLibrary, queue: JobQueue, clips: ClipIntake | None = None
+    ) -> None:
         self.settings = settings
         self.library = library
         self.queue = queue
+        # one intake per process: pass the shared one; a private one still serialises this service's own decodes
+        self.clips = clips or ClipIntake(ClipLimits(max_seconds=settings.max_reference_seconds))
 
     # -- cloning -----------------------------------------------------------------------------------------------------
 
@@ -67,18 +55,12 @@ class VoiceCreation:
         if size == 0:
             raise BadAttachment(f"`{filename[:60]}` is empty. {AUDIO_HINT}.")
 
-    async def decode_reference(self, data: bytes, filename: str) -> tuple[np.ndarray, int]:
-        from qwen_tts import AudioError, load_audio
-
+    async def decode_reference(self, data: bytes, filename: str, uploader: int | None = None) -> tuple[np.ndarray, int]:
+        """The checked clip as float32 mono at 24 kHz and its rate; BadAttachment (one sentence) when refused."""
         if len(data) > self.settings.max_upload_bytes:
             self.check_upload(len(data), filename)
-        try:
-            audio, sr = await asyncio.to_thread(load_audio, data, self.settings.max_reference_seconds)
-        except AudioError as exc:
-            raise BadAttachment(f"`{filename[:60]}` {audio_problem(exc)}. {AUDIO_HINT}.") from None
-        if len(audio) < MIN_REFERENCE_SECONDS * sr:
-            raise BadAttachment(f"`{filename[:60]}` is shorter than {MIN_REFERENCE_SECONDS:g} s. {AUDIO_HINT}.")
-        return audio, sr
+        clip = await self.clips.decode(data, filename, uploader)
+        return clip.audio, clip.sample_rate
 
     async def clone(
         self, guild_id: int, admin_id: int, name: str, data: bytes, filename: str, transcript: str, consent: bool
@@ -88,7 +70,7 @@ class VoiceCreation:
         if not transcript.strip():
             raise UserError("Give the `transcript`: the exact words spoken in the clip.")
         name = await self.library.ensure_free(guild_id, admin_id, "guild", name)
-        audio, sr = await self.decode_reference(data, filename)
+        audio, sr = await self.decode_reference(data, filename, admin_id)
         cloned = await self._on_worker(
             guild_id, admin_id, "clone", lambda w: narrate.clone(w.narrator, audio, sr, transcript, name)
         )

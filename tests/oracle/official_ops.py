@@ -250,6 +250,20 @@ def op_encode(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensor
     return {f"codes_{i}": c.long() for i, c in enumerate(enc.audio_codes)}, {}
 
 
+def op_reference(codec: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
+    """The official reading of an uploaded sound file (its bytes as a uint8 input ``args['file']``), given as a
+    base64 data URI like a URL/base64 caller would: sf.read, channel mean, librosa resample to 24 kHz -> wav, and
+    the speech tokenizer's encode of the same file -> codes (T, 16)."""
+    import base64
+
+    data = inputs[args["file"]].numpy().tobytes()
+    uri = "data:audio/wav;base64," + base64.b64encode(data).decode("ascii")
+    sr = int(codec.feature_extractor.sampling_rate)
+    wav = codec.load_audio(uri, target_sr=sr)
+    codes = codec.encode(uri).audio_codes[0].long()
+    return {"wav": torch.from_numpy(np.asarray(wav, dtype=np.float32)), "codes": codes}, {"sample_rate": sr}
+
+
 def op_xvector(tts: Any, args: dict[str, Any], inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:
     """Speaker x-vector (enc_dim,) of mono audio; other rates go through the official librosa resample first."""
     audio = inputs[args["audio"]].float().numpy()

@@ -10,7 +10,7 @@ REQUEST.json::
      "jobs": [{"id": "cv_prompt", "op": "prompt", "checkpoint": DIR, "args": {...}}, ...]}
                                                       # a job may add "dtype": "bfloat16" (model ops; float32 default)
 
-Ops: prompt, generate, decode, encode, xvector, save (see ``official_ops.py``). ``checkpoint`` is a model dir
+Ops: prompt, generate, decode, encode, reference, xvector, save (see ``official_ops.py``). ``checkpoint`` is a model dir
 (loaded with ``Qwen3TTSModel.from_pretrained``) or, for decode/encode only, a ``speech_tokenizer`` dir (loaded with
 ``Qwen3TTSTokenizer.from_pretrained``). Models are loaded once per directory per run.
 
@@ -32,7 +32,7 @@ from typing import Any
 log = logging.getLogger("oracle.runner")
 
 MODEL_OPS = ("prompt", "generate", "xvector", "save", "weights_check")
-CODEC_OPS = ("decode", "encode")
+CODEC_OPS = ("decode", "encode", "reference")
 STANDALONE_OPS = ("tokenize",)  # need no loaded checkpoint
 
 
