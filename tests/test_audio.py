@@ -116,3 +116,32 @@ def test_validate_audio_checks_in_memory_clips() -> None:
         with pytest.raises(AudioError) as info:
             validate_audio(audio, sr, **kwargs)
         assert info.value.kind == kind
+
+
+@pytest.mark.parametrize("sr", [44_100, 22_050, 32_000, 11_025, 16_000, 48_000])
+def test_resample_length_is_the_official_ceil_and_only_pads(sr: int) -> None:
+    """The official path (librosa) pads soxr's output to ceil(N x ratio), with the ratio as a float; soxr alone is one
+    sample short for about half of all lengths at 44.1/22.05/32/11.025 kHz, which drops or changes the last
+    reference-code frame."""
+    import soxr
+
+    from qwen_tts.audio import resampled_length
+
+    short = 0
+    for n in range(sr, sr + 40):
+        audio = noise(n / sr + 1e-9, sr)[:n]
+        out = resample(audio, sr, 24_000)
+        raw = soxr.resample(audio, sr, 24_000, quality="HQ")
+        assert len(out) == resampled_length(n, sr, 24_000) == int(np.ceil(n * (24_000.0 / sr)))
+        assert np.array_equal(out[: len(raw)], raw) and not out[len(raw) :].any()
+        short += len(raw) < len(out)
+    if sr in (44_100, 22_050, 32_000, 11_025):
+        assert short >= 5  # the bug this guards against is real at these rates
+
+
+def test_resampled_length_follows_the_float_ratio() -> None:
+    """1 s at 44.1 kHz: 44_100 x (24_000 / 44_100) is 24000.000000000004 in float64, so the official length is 24_001."""
+    from qwen_tts.audio import resampled_length
+
+    assert resampled_length(44_100, 44_100, 24_000) == 24_001
+    assert resampled_length(16_000, 16_000, 24_000) == 24_000

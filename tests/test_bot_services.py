@@ -109,7 +109,7 @@ def _wav(seconds: float, sr: int = 16_000) -> bytes:
 async def test_reference_clip_validation(services: Services) -> None:
     ids: VoiceCreation = services.creation
     audio, sr = await ids.decode_reference(_wav(2.0), "ok.wav")
-    assert sr == 16_000 and len(audio) == 32_000
+    assert sr == 24_000 and len(audio) == 48_000  # stored at the model rate
     with pytest.raises(BadAttachment, match="not a sound file I can read"):
         await ids.decode_reference(b"GIF89a" + bytes(500), "cat.gif")
     with pytest.raises(BadAttachment, match="cut off"):

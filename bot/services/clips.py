@@ -81,7 +81,9 @@ class ClipLimits:
 
 @dataclass(frozen=True)
 class Clip:
-    """An accepted reference: ``audio`` is float32 mono in [-1, 1] at ``sample_rate`` (always ``MODEL_RATE``)."""
+    """An accepted reference: ``audio`` is finite float32 mono at ``sample_rate`` (always ``MODEL_RATE``), resampled
+    from source samples that were within [-1, 1] (the resampler may ring slightly past full scale, as the official
+    one does; it is not clipped again so that the reference codes stay identical to the official ones)."""
 
     audio: np.ndarray
     sample_rate: int
