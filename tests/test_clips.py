@@ -349,3 +349,12 @@ async def test_a_cancelled_upload_kills_its_decoder_and_frees_the_uploader() -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (await intake.decode(encoded(voiced(2.0, 16_000), 16_000), "b.wav", uploader=5)).seconds == 2.0
+
+
+@pytest.mark.asyncio
+async def test_the_decoder_child_does_not_inherit_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "secret")
+    env = clip_intake._child_env()
+    assert "DISCORD_TOKEN" not in env and str(clip_intake.REPO_ROOT) in env["PYTHONPATH"]
+    clip = await ClipIntake(LIMITS).decode(encoded(voiced(2.0, 16_000), 16_000), "ok.wav", uploader=1)
+    assert clip.seconds == 2.0

@@ -113,9 +113,10 @@ def _parse_child_output(returncode: int | None, out: bytes, err: bytes) -> Clip:
 
 
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """Only what Python needs: the decoder of hostile bytes never sees the bot token or other secrets in the env."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -124,7 +125,7 @@ def _child_env() -> dict[str, str]:
 
 def _limit_own_resources(limits: ClipLimits) -> None:
     """Cap this process at what it maps now plus ``memory_mb`` (RLIMIT_AS counts mappings, so the baseline of
-    Python + numpy + libsndfile is measured, not guessed) and at ``cpu_seconds`` of CPU."""
+    Python + numpy + libsndfile is measured, not guessed), at ``cpu_seconds`` of CPU, and at no file writes."""
     import resource
 
     with open("/proc/self/statm") as statm:
@@ -132,6 +133,7 @@ def _limit_own_resources(limits: ClipLimits) -> None:
     budget = mapped + limits.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it writes no files (stdout is a pipe, not counted)
 
 
 def child_main(argv: list[str]) -> int:
