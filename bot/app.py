@@ -40,6 +40,8 @@ from bot.jobs.worker import InferenceWorker
 from bot.narration.identity import DriftGuard
 from bot.narration.narrator import Narrator
 from bot.services import Services
+from bot.services.clip_intake import ClipIntake
+from bot.services.clips import ClipLimits
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
@@ -98,7 +100,9 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         playback=playback,
         library=library,
         guild_config=guild_config,
-        creation=VoiceCreation(settings, library, queue),
+        creation=VoiceCreation(
+            settings, library, queue, clips=ClipIntake(ClipLimits(max_seconds=settings.max_reference_seconds))
+        ),
         say=SayService(settings, db, queue, workers, library, guild_config, playback),
     )
 

@@ -12,9 +12,9 @@ checks run cheapest first and nothing is decoded before the header passed:
 4. resampled to 24 kHz exactly like the official package (soxr HQ, padded to ceil(N x ratio) as librosa does);
 5. silence and clips with under ``min_voiced_seconds`` of sound are refused.
 
-``ClipIntake.decode`` (the bot's path) runs step 1-5 in a child process (``python -m bot.services.clip_worker``) under
-RLIMIT_AS/RLIMIT_CPU and a wall timeout, one decode at a time process-wide and one in flight per uploader; a crash in
-libsndfile then costs one refusal, not the bot. ``decode_reference`` is the same work in-process (CLI, tests).
+``ClipIntake.decode`` (clip_intake.py, the bot's path) runs steps 1-5 in a child process under RLIMIT_AS/RLIMIT_CPU
+and a wall timeout, one decode at a time process-wide and one in flight per uploader; a crash in libsndfile then
+costs one refusal, not the bot. ``decode_reference`` is the same work in-process (CLI, tests).
 This module must not import ``qwen_tts`` (layers); tests/parity proves its resampler equals qwen_tts's and the
 official package's.
 """

@@ -98,7 +98,10 @@ class Oracle:
     def ensure(cls, workdir: Path) -> Oracle:
         """Build ``.venv-oracle`` if missing or stale (cached by a stamp, ~1.5 min cold), then return an Oracle."""
         started = time.perf_counter()
-        proc = subprocess.run(["bash", str(SETUP_SCRIPT)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
+        # no PYTHONPATH for the build either: its final check imports the official package and our tree would shadow it
+        proc = subprocess.run(
+            ["bash", str(SETUP_SCRIPT)], cwd=REPO_ROOT, env=_oracle_env(), capture_output=True, text=True, timeout=1200
+        )
         if proc.returncode != 0:
             raise OracleError(
                 f"setup_venv.sh failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
