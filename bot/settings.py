@@ -19,7 +19,7 @@ DEFAULT_DRIFT_THRESHOLD = 0.5
 DEFAULT_DRIFT_RETRIES = 2
 DEFAULT_DRIFT_PROBE_SECONDS = 1.5
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class SettingsError(ValueError):
@@ -151,7 +151,7 @@ class Settings:
 
     def _check_choices(self) -> None:
         if not _DEVICE.match(str(self.device)):
-            raise SettingsError(f"NARRATOR_DEVICE must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+            raise SettingsError(f"NARRATOR_DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise SettingsError(f"NARRATOR_DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.dev_guild_id is not None and not 0 < self.dev_guild_id < 2**64:
