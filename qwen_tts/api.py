@@ -129,6 +129,15 @@ class QwenTTS:
         """True when generation through ``BatchEngine`` uses the compiled decode step (``options.compile``)."""
         return self.options.wants_compiled_step
 
+    @property
+    def cuda_graphs(self) -> bool:
+        """The older name of ``speed_path_active`` (callers written before ``RuntimeOptions`` read it)."""
+        return self.speed_path_active
+
+    @property
+    def cpu_threads(self) -> int | None:
+        return self.options.cpu_threads
+
     # -- audio facts, from the codec's config ----------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_prints_one_json_figure_per_line(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "BUDGET_S": "1800"}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--dry-run"], env=env, capture_output=True,
-                          text=True, timeout=1200, check=False)  # fmt: skip
+                          text=True, timeout=2000, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     figures = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     names = [f["figure"] for f in figures]
