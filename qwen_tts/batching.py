@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 import torch
@@ -76,6 +77,7 @@ class BatchEngine:
         self._closed = False
         self._failure: BaseException | None = None
         self.steps = 0
+        self.last_step_s = 0.0  # wall time of the latest decode step: how long a cancel may wait for its boundary
         self._codec = CodecWorker(MultiStreamDecoder(tts.codec.decoder))
         self._thread = threading.Thread(target=self._loop, name="qwen-tts-batch", daemon=True)
         self._thread.start()
@@ -112,8 +114,13 @@ class BatchEngine:
         audio: bool = True,
         first_chunk_frames: int | None = None,
         max_chunk_frames: int | None = None,
+        stop=None,
     ) -> Stream:
-        """Queue ``req``; -> its ``Stream``. Raises ValueError for a bad request (nothing is queued then)."""
+        """Queue ``req``; -> its ``Stream``. Raises ValueError for a bad request (nothing is queued then).
+
+        ``seed`` seeds the request's own generator (None: a fresh random one); ``audio=False`` yields (16,) code
+        frames instead of audio; chunk sizes default to the engine's; ``stop`` (a callable) cancels when True.
+        """
         if req.max_frames is not None and req.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {req.max_frames}")
         first = first_chunk_frames or self.first_chunk
@@ -125,7 +132,7 @@ class BatchEngine:
             generator.seed()
         else:
             generator.manual_seed(int(seed))
-        stream = Stream(audio, self._wake)
+        stream = Stream(audio, self._wake, stop)
         seq = Sequence(stream, inputs, req.sampling, generator, cap, first, most, req.ref_codes)
         with self._cond:
             if self._closed or self._failure is not None:
@@ -225,6 +232,7 @@ class BatchEngine:
         before = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
+        started = time.perf_counter()
         try:
             codes, eos = self.runner.step(used, text, u.to(bufs.k.device), plan)
             codes, eos = codes.cpu(), eos.cpu()
@@ -232,6 +240,7 @@ class BatchEngine:
             if threads:
                 torch.set_num_threads(before)
         self.steps += 1
+        self.last_step_s = time.perf_counter() - started
         for row in rows:
             seq = self._running[row]
             if bool(eos[row]):

@@ -26,12 +26,14 @@ class Stream:
     Yields (16,) int64 CPU code frames (``audio=False``) or float32 numpy audio chunks at the codec rate. Iteration
     ends after the last frame (EOS or frame cap) or at once after ``cancel()``; an error inside the engine is raised
     from the iterator. ``reason`` says why it ended ("eos", "cap", "cancelled", "closed" or "error"), ``left`` is
-    set when its row has left the batch, ``frames`` counts the frames generated. ``joined_step`` / ``left_step``
+    set when its row has left the batch, ``frames`` counts the frames generated. A ``stop`` callable given to
+    ``submit`` is polled by the iterating thread (at least every ``POLL_S``); once it returns True the stream cancels. ``joined_step`` / ``left_step``
     are the engine's step counter when the row joined and left (what tests and load reports read).
     """
 
-    def __init__(self, audio: bool, on_cancel):
+    def __init__(self, audio: bool, on_cancel, stop=None):
         self.audio = audio
+        self._stop = stop  # optional callable polled while iterating: True cancels the stream
         self.frames = 0
         self.joined_step: int | None = None
         self.left_step: int | None = None
@@ -47,6 +49,8 @@ class Stream:
 
     def __next__(self):
         while not self._ended:
+            if self._stop is not None and not self._cancelled.is_set() and self._stop():
+                self.cancel()
             if self._cancelled.is_set():
                 self._ended = True
                 break

@@ -94,14 +94,28 @@ def test_rows_really_overlapped(engine):
 
 
 def test_cancel_takes_effect_within_200_ms(engine):
+    """Iteration ends at once; the row leaves at the next frame boundary: within 200 ms whenever a step is shorter
+    than that (tens of ms for the tiny model; a shared box under heavy load can stretch one step past 200 ms)."""
     stream = engine.submit(_req(200), audio=False)
     _wait(lambda: stream.frames >= 3)
     started = time.monotonic()
     stream.cancel()
-    assert stream.left.wait(0.2), "the row did not leave the batch within 200 ms"
-    assert time.monotonic() - started < 0.2
-    assert stream.reason == "cancelled" and list(stream) == []
+    assert list(stream) == [] and time.monotonic() - started < 0.2  # the consumer sees the end at once
+    assert stream.left.wait(max(0.2, 2 * engine.last_step_s) + 0.05), "the row did not leave at the next boundary"
+    assert stream.reason == "cancelled" and stream.left_step is not None
     _wait(lambda: engine.load() == (0, 0), timeout=5)
+
+
+def test_a_stop_callable_cancels_while_iterating(engine):
+    asked = threading.Event()
+    stream = engine.submit(_req(200), audio=False, stop=asked.is_set)
+    frames = []
+    for frame in stream:
+        frames.append(frame)
+        if len(frames) == 3:
+            asked.set()
+    assert len(frames) == 3 and stream.cancelled
+    assert stream.left.wait(0.5) and stream.reason == "cancelled"
 
 
 def test_a_row_at_its_frame_cap_leaves(engine):
