@@ -1,6 +1,6 @@
 """``QwenTTS``: checkpoint in, 16-code frames and 24 kHz audio out.
 
-    tts = QwenTTS.from_pretrained("dir-or-hub-id", device="cpu", dtype=torch.float32)
+    tts = QwenTTS.from_pretrained("dir-or-hub-id", options=RuntimeOptions(device="cpu", dtype=torch.float32))
     req = SynthesisRequest("Hello there.", language="english", speaker="vivian", instruct="calm")
     for codes in tts.generate_codes(req): ...          # (16,) int64 per frame, as soon as it is sampled
     for chunk in tts.stream(req): ...                  # float32 24 kHz audio, frame by frame
@@ -8,6 +8,8 @@
 
 ``generate_codes([req1, req2])`` runs several requests as one left-padded batch and yields (B, 16) per step, with
 -1 in the rows of requests that already ended (the codec's padding convention); it stops when all have ended.
+Many independent requests at once (each with its own settings and seed, joining and leaving at any frame) go through
+``qwen_tts.batching.BatchEngine(tts)`` instead.
 A request's ``speaker_vector`` (any hidden-size vector, e.g. a Base checkpoint's x-vector or a preset speaker row)
 takes the speaker position; with a named ``speaker`` too, the name still picks the dialect tag.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from qwen_tts.generate import Frame, generate_frames
+from qwen_tts.options import RuntimeOptions, with_env
 from qwen_tts.prompt import (
     Layout,
     TalkerInputs,
@@ -63,10 +66,6 @@ class SynthesisRequest:
 class QwenTTS:
     """A loaded Qwen3-TTS 12 Hz checkpoint: talker model, text tokenizer and codec."""
 
-    sample_rate = 24000
-    samples_per_frame = 1920
-    frame_rate = 12.5
-
     def __init__(
         self,
         model,
@@ -74,12 +73,12 @@ class QwenTTS:
         codec,
         generation_defaults=None,
         max_cache_len=DEFAULT_MAX_CACHE_LEN,
-        cuda_graphs=False,
-        cpu_threads=None,
+        options: RuntimeOptions | None = None,
     ):
         self.model = model
-        self.cuda_graphs = cuda_graphs
-        self.cpu_threads = cpu_threads
+        self.options = (
+            options if options is not None else RuntimeOptions(device=str(model.talker.codec_head.weight.device))
+        )
         self.config = model.config
         self.tokenizer = tokenizer
         self.codec = codec
@@ -90,18 +89,20 @@ class QwenTTS:
     def from_pretrained(
         cls,
         name_or_path: str | Path,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
         max_cache_len: int = DEFAULT_MAX_CACHE_LEN,
         load_codec_encoder: bool = True,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         cpu_threads: int | None = None,
+        options: RuntimeOptions | None = None,
     ) -> QwenTTS:
         """Load model, tokenizer, generation_config.json and speech_tokenizer/ (codec kept in fp32).
 
-        ``cuda_graphs=True`` opts in to the CUDA-graph speed path on a CUDA device (see ``qwen_tts.graphs``;
-        ``QWEN_TTS_NO_CUDA_GRAPH=1`` or ``NARRATOR_COMPILE=0`` switch it off again). ``cpu_threads`` caps torch's
-        threads while a CPU model generates (1 is fastest for tiny models; see ``generate.generate_frames``).
+        ``options`` (``qwen_tts.options.RuntimeOptions``) says where and how the model runs; ``device``, ``dtype``,
+        ``cpu_threads`` and ``cuda_graphs`` (the older name of ``compile``) override single fields of it. qwen_tts's
+        own environment switches (``QWEN_TTS_EAGER``, ``QWEN_TTS_NO_COMPILE``, ``QWEN_TTS_CPU_THREADS``) are applied
+        last, as kill switches; the result is ``tts.options``.
         """
         import json
 
@@ -109,15 +110,50 @@ class QwenTTS:
         from qwen_tts.loading import load_model, resolve_checkpoint, verify_checkpoint
         from qwen_tts.tokenizer import TextTokenizer
 
+        opts = options or RuntimeOptions()
+        given = {"device": device, "dtype": dtype, "cpu_threads": cpu_threads, "compile": cuda_graphs}
+        opts = with_env(opts.replace(**{k: v for k, v in given.items() if v is not None}))
         folder = verify_checkpoint(resolve_checkpoint(name_or_path))  # a broken folder fails before any model work
-        model = load_model(folder, device=device, dtype=dtype)
+        model = load_model(folder, device=opts.device, dtype=opts.dtype)
         tokenizer = TextTokenizer.from_pretrained(folder)
         if len(tokenizer) > model.config.talker_config.text_vocab_size:
             raise ValueError(f"{folder}: the tokenizer has {len(tokenizer)} tokens, more than text_vocab_size")
         gen_path = folder / "generation_config.json"
         defaults = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
-        codec = Codec.from_pretrained(folder, device=device, load_encoder=load_codec_encoder)
-        return cls(model, tokenizer, codec, defaults, max_cache_len, cuda_graphs, cpu_threads)
+        codec = Codec.from_pretrained(folder, device=opts.device, load_encoder=load_codec_encoder)
+        return cls(model, tokenizer, codec, defaults, max_cache_len, opts)
+
+    # -- run-time switches -----------------------------------------------------------------------------------------
+    @property
+    def speed_path_active(self) -> bool:
+        """True when generation through ``BatchEngine`` uses the compiled decode step (``options.compile``)."""
+        return self.options.wants_compiled_step
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """The older name of ``speed_path_active`` (callers written before ``RuntimeOptions`` read it)."""
+        return self.speed_path_active
+
+    @property
+    def cpu_threads(self) -> int | None:
+        return self.options.cpu_threads
+
+    # -- audio facts, from the codec's config ----------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.codec.samples_per_frame
+
+    @property
+    def frame_rate(self) -> float:
+        return self.codec.frame_rate
+
+    @property
+    def num_code_groups(self) -> int:
+        return self.config.talker_config.num_code_groups
 
     # -- facts about the checkpoint --------------------------------------------------------------------------------
     @property
@@ -262,8 +298,8 @@ class QwenTTS:
                 sampling,
                 budget,
                 generator,
-                cuda_graphs=self.cuda_graphs,
-                cpu_threads=self.cpu_threads,
+                eager=self.options.eager,
+                cpu_threads=self.options.cpu_threads,
             )
         ):
             over = limits <= index

@@ -21,6 +21,14 @@ from qwen_tts.checkpoint import REDOWNLOAD, CheckpointError, one_line, read_json
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("base", "custom_voice", "voice_design")
+CONTROL_IDS = 1024  # the top ids of the talker vocab are specials (never sampled as codes), not codebook-0 codes
+
+
+def control_id_start(vocab_size: int) -> int:
+    """First id of the talker's control-id window ``[vocab_size - CONTROL_IDS, vocab_size)``."""
+    return vocab_size - CONTROL_IDS
+
+
 _REQUIRED_CODEC_IDS = (
     "codec_eos_token_id", "codec_think_id", "codec_nothink_id", "codec_think_bos_id", "codec_think_eos_id",
     "codec_pad_id", "codec_bos_id",
@@ -152,10 +160,12 @@ class TalkerConfig(_Transformer):
         missing = [k for k in _REQUIRED_CODEC_IDS if getattr(self, k) is None]
         if missing:
             raise ValueError(f"{where}: config.json lacks {missing}; copy them from the released checkpoint's config")
-        window = self.vocab_size - 1024
+        window = self.control_id_start
         low = [k for k in _REQUIRED_CODEC_IDS if getattr(self, k) < window]
         if low:
-            raise ValueError(f"{where}: {low} must be >= vocab_size-1024={window} (the suppressed special window)")
+            raise ValueError(
+                f"{where}: {low} must be >= vocab_size-{CONTROL_IDS}={window} (the suppressed special window)"
+            )
         for name, dialect in self.spk_is_dialect.items():
             if dialect and dialect not in self.codec_language_id:
                 raise ValueError(f"{where}: speaker {name!r} has dialect {dialect!r}, not a codec_language_id key")
@@ -163,9 +173,14 @@ class TalkerConfig(_Transformer):
             raise ValueError(f"{where}: talker and code predictor disagree on num_code_groups")
 
     @property
+    def control_id_start(self) -> int:
+        """First special id: ``[control_id_start, vocab_size)`` is suppressed in sampling (EOS excepted)."""
+        return control_id_start(self.vocab_size)
+
+    @property
     def codebook_size(self) -> int:
         """Rows of the codebook-0 table that are real codes (the rest are specials)."""
-        return self.vocab_size - 1024
+        return self.control_id_start
 
 
 def _first(value: Any) -> Any:

@@ -5,24 +5,18 @@ embedding tables into one table; the module parameters are re-pointed to views o
 is duplicated and ``state_dict()`` is unchanged. ``FastStack.forward`` then runs a layer as ~15 tensor ops with no
 ``nn.Module`` calls (q and k are normalised and rotated together). ``FastStepper`` plugs this into the generator.
 
-The eager module path (``qwen_tts.generate.Stepper``) stays the reference; set ``QWEN_TTS_EAGER=1`` to use it.
+The eager module path (``qwen_tts.stepper.Stepper``) stays the reference; ``QWEN_TTS_EAGER=1`` selects it.
 A packed model must be re-packed after it is moved (``pack`` checks this itself and does it when needed).
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from qwen_tts.generate import Stepper
 from qwen_tts.layers import DecoderStack, KVCache
 from qwen_tts.sampling import SamplingParams, choose, subtalker_scores
-
-
-def eager_requested() -> bool:
-    return os.environ.get("QWEN_TTS_EAGER", "") not in ("", "0")
+from qwen_tts.stepper import Stepper
 
 
 def _fuse(params: list[torch.nn.Parameter]) -> torch.Tensor:

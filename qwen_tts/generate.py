@@ -7,21 +7,26 @@ Generation stops on EOS (per row; the frame with EOS is not emitted) or after ``
 
 The talker cache holds the left-padded prompt at slots 0..L-1 and step k at slot L+k; RoPE positions count real
 tokens only (cumsum of the mask - 1), so a padded row behaves exactly as if it ran alone.
-``Stepper`` is the eager reference; ``qwen_tts.fast`` swaps in CUDA-graph versions of the same three calls.
+``Stepper`` (``qwen_tts.stepper``) is the eager reference; ``qwen_tts.fast`` has a fused version of the same calls.
+The batching engine (``qwen_tts.batching``) serves many requests through its own batched step instead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from qwen_tts.fast import FastStepper
 from qwen_tts.model import Qwen3TTSModel
 from qwen_tts.prompt import TalkerInputs
-from qwen_tts.sampling import SamplingParams, choose, subtalker_scores, suppress_mask, talker_scores
+from qwen_tts.sampling import SamplingParams, choose, suppress_mask, talker_scores
+from qwen_tts.stepper import Stepper
+
+__all__ = ["Frame", "Stepper", "default_cache_len", "generate_frames", "make_stepper", "prefill_logits",
+           "reference_greedy_codes"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -35,93 +40,18 @@ class Frame:
     hidden: torch.Tensor
 
 
-class Stepper:
-    """The three model calls of the loop, eager PyTorch (the numerical reference)."""
-
-    def __init__(self, model: Qwen3TTSModel, inputs: TalkerInputs, cache_len: int):
-        self.model = model
-        self.talker = model.talker
-        batch, prompt_len = inputs.mask.shape
-        if prompt_len >= cache_len:
-            raise ValueError(
-                f"the prompt has {prompt_len} positions but the cache holds {cache_len}; shorten the text "
-                f"(or instruct / reference) or raise max_cache_len"
-            )
-        self.prompt_len, self.cache_len = prompt_len, cache_len
-        self.cache = self.talker.model.new_cache(batch, cache_len)
-        self.cp_cache = self.talker.code_predictor.new_cache(batch)
-        self.padded = not bool(inputs.mask.all())
-        self.valid = torch.ones(batch, cache_len, dtype=torch.bool, device=inputs.mask.device)
-        self.valid[:, :prompt_len] = inputs.mask
-        self.lengths = inputs.mask.sum(dim=1, keepdim=True)  # (B, 1) real prompt tokens per row
-        self.inputs = inputs
-
-    def close(self) -> None:
-        """Called when generation ends (pooled steppers become free again)."""
-
-    def prefill(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (logits (B, vocab), hidden (B, H)) at the last prompt position."""
-        inputs = self.inputs
-        if self.padded:
-            positions = (inputs.mask.long().cumsum(dim=1) - 1).clamp(min=0)
-            n = self.prompt_len
-            causal = torch.ones(n, n, dtype=torch.bool, device=positions.device).tril()
-            mask = (causal[None] & inputs.mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=positions.device)
-            h = self.talker.model.run_layers(inputs.embeds, positions, mask[:, None], self.cache, 0)
-        else:
-            h = self.talker.model.run_layers(inputs.embeds, None, None, self.cache, 0)
-        last = h[:, -1]
-        return self.talker.codec_head(last), last
-
-    def predict(
-        self, past_hidden: torch.Tensor, c0: torch.Tensor, params: SamplingParams, gen: torch.Generator | None
-    ) -> torch.Tensor:
-        """past_hidden (B, H), c0 (B,) -> codes (B, 16); the predictor cache restarts at slot 0."""
-        cp, greedy = self.talker.code_predictor, params.subtalker_greedy
-        embeds = torch.stack((past_hidden, self.talker.codec_embed(c0)), dim=1)
-        logits = cp.step(embeds, self.cp_cache, 0, 0)
-        code = logits.argmax(dim=-1) if greedy else choose(subtalker_scores(logits, params), False, gen)
-        codes = [c0, code]
-        for j in range(1, cp.num_steps):
-            logits = cp.step(cp.embed(j, code)[:, None], self.cp_cache, j + 1, j)
-            code = logits.argmax(dim=-1) if greedy else choose(subtalker_scores(logits, params), False, gen)
-            codes.append(code)
-        return torch.stack(codes, dim=1)
-
-    def talker_step(self, codes: torch.Tensor, text: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame ``step`` (0-based) codes (B, 16) + its text embedding (B, H) -> (logits (B, vocab), hidden (B, H))."""
-        slot = self.prompt_len + step
-        x = (self.talker.frame_embed(codes) + text)[:, None]
-        if self.padded:
-            positions = self.lengths + step
-            mask = self.valid[:, None, None, : slot + 1]
-            h = self.talker.model.run_layers(x, positions, mask, self.cache, slot)
-        else:
-            h = self.talker.model.run_layers(x, None, None, self.cache, slot)
-        last = h[:, -1]
-        return self.talker.codec_head(last), last
-
-
 def make_stepper(
     model: Qwen3TTSModel,
     inputs: TalkerInputs,
     cache_len: int,
     params: SamplingParams | None = None,
-    cuda_graphs: bool = False,
+    eager: bool = False,
 ) -> Stepper:
-    """CUDA graphs when asked for on a CUDA model (and not switched off), else the fused fast path
-    (``qwen_tts.fast``), unless ``QWEN_TTS_EAGER=1`` asks for the eager reference."""
-    from qwen_tts.fast import FastStepper, eager_requested
+    """The fused fast path (``qwen_tts.fast``), or the eager reference ``Stepper`` when ``eager`` is asked for.
 
-    if eager_requested():
+    ``params`` is accepted for callers of the older signature; neither path depends on it."""
+    if eager:
         return Stepper(model, inputs, cache_len)
-    if cuda_graphs and inputs.embeds.is_cuda and params is not None:
-        from qwen_tts.graphs import graph_stepper, graphs_disabled
-
-        if not graphs_disabled():
-            stepper = graph_stepper(model, inputs, cache_len, params)
-            if stepper is not None:
-                return stepper
     return FastStepper(model, inputs, cache_len)
 
 
@@ -139,13 +69,14 @@ def generate_frames(
     generator: torch.Generator | None = None,
     cache_len: int | None = None,
     stepper: Stepper | None = None,
-    cuda_graphs: bool = False,
+    eager: bool = False,
     cpu_threads: int | None = None,
 ) -> Iterator[Frame]:
     """Yield frames as they are produced until every row hit EOS or ``max_frames`` frames were yielded.
 
-    ``cpu_threads`` (or the environment variable ``QWEN_TTS_CPU_THREADS``) caps torch's intra-op threads while a
-    CPU model computes a step, restoring the caller's setting before each yield. Small models run fastest with 1:
+    ``eager`` picks the reference ``Stepper`` over the fused path. ``cpu_threads`` (``RuntimeOptions.cpu_threads``)
+    caps torch's intra-op threads while a CPU model computes a step, restoring the caller's setting before each
+    yield. Small models run fastest with 1:
     every parallel region wakes the other threads, which costs far more than the math of one step, and a lot more
     again on a shared machine.
     """
@@ -155,8 +86,8 @@ def generate_frames(
     limit = tc.max_position_embeddings
     if cache_len is None:
         cache_len = default_cache_len(inputs, max_frames, limit)
-    step_impl = stepper or make_stepper(model, inputs, cache_len, params, cuda_graphs)
-    threads = cpu_threads if cpu_threads is not None else _env_threads()
+    step_impl = stepper or make_stepper(model, inputs, cache_len, params, eager)
+    threads = cpu_threads
     try:
         run = _run(model, inputs, params, max_frames, generator, step_impl)
         if threads is None or inputs.embeds.is_cuda:
@@ -165,15 +96,6 @@ def generate_frames(
             yield from _capped(run, threads)
     finally:
         step_impl.close()
-
-
-def _env_threads() -> int | None:
-    value = os.environ.get("QWEN_TTS_CPU_THREADS", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"QWEN_TTS_CPU_THREADS must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _capped(run: Iterator[Frame], threads: int) -> Iterator[Frame]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from qwen_tts.config import control_id_start
+
 MIN_NEW_TOKENS = 2  # the official generate passes min_new_tokens=2
 NEG_INF = float("-inf")
 
@@ -69,9 +71,9 @@ class SamplingParams:
 
 
 def suppress_mask(vocab_size: int, eos_id: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(vocab,) bool, True for the suppressed special window [vocab-1024, vocab) except EOS."""
+    """(vocab,) bool, True for the suppressed control-id window (``config.control_id_start``) except EOS."""
     mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-    mask[vocab_size - 1024 :] = True
+    mask[control_id_start(vocab_size) :] = True
     mask[eos_id] = False
     return mask
 

@@ -1,7 +1,7 @@
 """Write a random checkpoint in the Hugging Face file layout of the Qwen3-TTS 12 Hz repos.
 
 ``python -m qwen_tts.tiny DIR --type custom_voice|voice_design|base [--size tiny|0.6b|1.7b] [--seed N]
-[--eos normal|never]`` writes config.json, generation_config.json, model.safetensors, vocab.json, merges.txt,
+[--eos normal|never] [--layers N]`` writes config.json, generation_config.json, model.safetensors, vocab.json, merges.txt,
 tokenizer_config.json, preprocessor_config.json and speech_tokenizer/. Both our package and the official one load it.
 
 The tiny size keeps everything the official code hard-codes (codec vocab 3072, 16 code groups, the real codec special,
@@ -82,11 +82,20 @@ _DIMS = {
 }  # fmt: skip
 
 
-def tiny_config(model_type: str, size: str = "tiny", special_ids: dict[str, int] | None = None) -> Qwen3TTSConfig:
-    """The Qwen3TTSConfig written for (model_type, size); ``special_ids`` are the tokenizer's remapped text ids."""
+def tiny_config(
+    model_type: str, size: str = "tiny", special_ids: dict[str, int] | None = None, layers: int | None = None
+) -> Qwen3TTSConfig:
+    """The Qwen3TTSConfig written for (model_type, size); ``special_ids`` are the tokenizer's remapped text ids.
+
+    ``layers`` overrides the talker's layer count (the widths stay), e.g. 0.6B widths with 4 layers for a CPU bench.
+    """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    if layers is not None and layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
     talker, predictor, speaker = _DIMS[size]
+    if layers is not None:
+        talker = {**talker, "num_hidden_layers": layers}
     custom = model_type == "custom_voice"
     talker_dict = {
         **talker, **CODEC_IDS, "vocab_size": 3072, "num_code_groups": 16, "rope_theta": 1000000.0,
@@ -142,7 +151,12 @@ def random_state_dict(
 
 
 def write_tiny_checkpoint(
-    folder: str | Path, model_type: str, size: str = "tiny", seed: int = 0, eos: str = "normal"
+    folder: str | Path,
+    model_type: str,
+    size: str = "tiny",
+    seed: int = 0,
+    eos: str = "normal",
+    layers: int | None = None,
 ) -> Path:
     """Write the whole checkpoint folder (model, tokenizer, generation defaults, speech_tokenizer/). Returns it."""
     from safetensors.torch import save_file
@@ -152,7 +166,7 @@ def write_tiny_checkpoint(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     special_ids = write_tiny_tokenizer(out)
-    config = tiny_config(model_type, size, special_ids)
+    config = tiny_config(model_type, size, special_ids, layers)
     dtype = torch.float32 if size == "tiny" else torch.bfloat16
     state = random_state_dict(config, seed, eos, dtype)
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, out / WEIGHTS, metadata={"format": "pt"})
@@ -175,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=SIZES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eos", default="normal", choices=["normal", "never"])
+    parser.add_argument("--layers", type=int, default=None, help="talker layers (default: the size's own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    write_tiny_checkpoint(args.dir, args.type, args.size, args.seed, args.eos)
+    write_tiny_checkpoint(args.dir, args.type, args.size, args.seed, args.eos, args.layers)
     return 0
 
 

@@ -50,7 +50,8 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor, state: StreamState | None
     ) -> torch.Tensor:
-        """x (B, T, hidden); rope cos/sin (T, head_dim); valid (T, window) bool key slots -> (B, T, hidden)."""
+        """x (B, T, hidden); rope cos/sin (T, head_dim) or (B, 1, T, head_dim); valid (T, window) or
+        (B, 1, T, window) bool key slots -> (B, T, hidden)."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -115,20 +116,29 @@ class PreTransformer(nn.Module):
         self.output_proj = nn.Linear(cfg.hidden_size, cfg.latent_dim)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape (T, head_dim) for integer frame positions (T,), computed in fp32."""
+        """cos, sin of shape (..., T, head_dim) for integer frame positions (..., T), computed in fp32."""
         exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=positions.device).float() / self.head_dim
         inv_freq = 1.0 / (self.rope_theta**exponent)
-        freqs = positions.float()[:, None] * inv_freq[None, :]
+        freqs = positions.float()[..., None] * inv_freq
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        start = int(state.get(self, 0)) if state is not None else 0
+        """x (B, T, latent). The stream position in ``state`` is an int, or a (B,) tensor when streams at different
+        positions are decoded as one batch (``qwen_tts.codec.multistream``); rope and mask then go per row."""
+        start = state.get(self, 0) if state is not None else 0
         t = x.shape[1]
-        positions = torch.arange(start, start + t, device=x.device)
-        rope = self.rope(positions, x.dtype)
+        steps = torch.arange(t, device=x.device)
+        if isinstance(start, torch.Tensor):
+            positions = start.to(x.device)[:, None] + steps  # (B, T)
+            rope = tuple(r[:, None] for r in self.rope(positions, x.dtype))  # (B, 1, T, hd): broadcast over heads
+        else:
+            positions = steps + int(start)
+            rope = self.rope(positions, x.dtype)
         # Window slot j of the query at p holds frame p - window + 1 + j; slots before frame 0 are zero padding.
-        valid = (positions[:, None] - self.window + 1 + torch.arange(self.window, device=x.device)[None, :]) >= 0
+        valid = (positions[..., None] - self.window + 1 + torch.arange(self.window, device=x.device)) >= 0
+        if valid.ndim == 3:
+            valid = valid[:, None]  # (B, 1, T, window)
         h = self.input_proj(x)
         for layer in self.layers:
             h = layer(h, rope, valid, state)
