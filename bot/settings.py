@@ -132,6 +132,8 @@ class Settings:
     max_checkpoints_per_script: int = bounded("NARRATOR_MAX_CHECKPOINTS_PER_SCRIPT", 2, 1, 8, "checkpoints")
     max_reference_seconds: float = bounded("NARRATOR_MAX_REFERENCE_SECONDS", 60.0, 1, 600, "seconds")
     max_upload_bytes: int = bounded("NARRATOR_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, 1024, 500 * 1024 * 1024, "bytes")
+    # Renders served at once per engine (rows of the batched decode step); 0: sized from the device (see EngineOptions)
+    max_batch: int = bounded("NARRATOR_MAX_BATCH", 0, 0, 64, "rows")
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
     drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
     drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played

@@ -141,3 +141,25 @@ async def test_narrator_compile_reaches_the_model_from_say(tmp_path, tiny_custom
     finally:
         await services.shutdown()
         await db.close()
+
+
+async def test_batched_local_engine_gives_each_render_its_own_audio(tiny_custom_voice) -> None:
+    """Two renders as rows of one batch: each equals the same request rendered alone (its own seed and row)."""
+    from bot.engine.options import EngineOptions
+    from bot.engine.protocol import SpeechRequest
+
+    engine = LocalEngine(EngineOptions(str(tiny_custom_voice), device="cpu", dtype="float32", max_streams=2,
+                                       speed_path=False, first_chunk_frames=1, chunk_frames=2))  # fmt: skip
+    engine.start()
+    assert engine.batching and engine.capabilities.max_streams == 2
+    a = SpeechRequest("Hello there.", str(tiny_custom_voice), speaker="vivian", seed=3, max_frames=10)
+    b = SpeechRequest("Another voice speaks.", str(tiny_custom_voice), speaker="ryan", seed=9, max_frames=14)
+
+    def render(request):
+        return np.concatenate(list(engine.stream(request, lambda: False)))
+
+    alone_a, alone_b = render(a), render(b)
+    together_a, together_b = await asyncio.gather(asyncio.to_thread(render, a), asyncio.to_thread(render, b))
+    engine.close()
+    np.testing.assert_allclose(together_a, alone_a, atol=1e-5)
+    np.testing.assert_allclose(together_b, alone_b, atol=1e-5)

@@ -4,6 +4,10 @@
 designs) and warms each up with one short generation, so the first `/say` pays no load time; the log says what
 loaded, where, and how long it took. A checkpoint needed later (a fine-tuned voice's own) loads on first use; beyond
 `max_loaded` the least recently used one is dropped.
+
+With `max_streams > 1` every render of a checkpoint is a row of that checkpoint's `qwen_tts.batching.BatchEngine`
+(continuous batching: rows join at a frame boundary and leave at once; each keeps its own seed, so its audio does not
+depend on its neighbours); with 1 a render runs the model directly on its caller's thread.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class LocalEngine:
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
         self._models: OrderedDict[str, Any] = OrderedDict()  # least recently used first
+        self._batchers: dict[str, Any] = {}  # checkpoint -> its BatchEngine (max_streams > 1)
         self._load_lock = threading.RLock()  # loading is the one thing two threads might race on
         self.capabilities = Capabilities(
             speaker_encoder=options.base_model is not None,
@@ -139,6 +144,26 @@ class LocalEngine:
         with self._load_lock:
             self._evict(0)
 
+    @property
+    def batching(self) -> bool:
+        return self.options.max_streams > 1
+
+    def batcher(self, name: str):
+        """The `BatchEngine` serving checkpoint `name` (made, and warmed when asked, on first use)."""
+        tts = self.model(name)
+        with self._load_lock:
+            if name not in self._batchers:
+                from qwen_tts.batching import BatchEngine
+
+                engine = BatchEngine(tts, max_rows=self.options.max_streams,
+                                     first_chunk_frames=self.options.first_chunk_frames,
+                                     max_chunk_frames=self.options.chunk_frames)  # fmt: skip
+                if self.options.warm_up:
+                    log.info("%s: batch of %d rows warmed (compiled: %s) in %.1f s", name, engine.max_rows,
+                             engine.compiled, engine.warm_up())  # fmt: skip
+                self._batchers[name] = engine
+            return self._batchers[name]
+
     def _configured(self) -> list[str]:
         names = [self.custom_voice_model, self.base_model, self.design_model]
         return [n for n in dict.fromkeys(names) if n is not None]
@@ -147,6 +172,8 @@ class LocalEngine:
         import torch
 
         tts = self.model(name)
+        if self.batching and tts.model_type == "custom_voice":
+            self.batcher(name)  # compiles the decode step per batch bucket (speed path), never inside a render
         started = time.perf_counter()
         if tts.model_type == "base":
             self.xvector(np.zeros(tts.sample_rate, dtype=np.float32), tts.sample_rate)
@@ -173,15 +200,19 @@ class LocalEngine:
 
         device = self.device
         dtype = resolve_dtype(self.options.dtype, device)
+        from qwen_tts.options import RuntimeOptions
+
+        runtime = RuntimeOptions(
+            device=device,
+            dtype=dtype,
+            compile=self.options.speed_path,
+            eager=self.options.eager,
+            cpu_threads=self.options.cpu_threads,
+            compile_cache_dir=None if self.options.cache_dir is None else str(self.options.cache_dir),
+        )
         started = time.perf_counter()
         try:
-            tts = QwenTTS.from_pretrained(
-                name,
-                device=device,
-                dtype=dtype,
-                cuda_graphs=self.options.speed_path and not self.options.eager,
-                cpu_threads=self.options.cpu_threads,
-            )
+            tts = QwenTTS.from_pretrained(name, options=runtime)
         except (OSError, ValueError) as exc:
             raise EngineError(f"the checkpoint {name} cannot be loaded: {exc}") from exc
         log.info("loaded %s (%s) on %s, %s, in %.1f s", name, tts.model_type, device, str(dtype).removeprefix("torch."),
@@ -193,6 +224,9 @@ class LocalEngine:
     def _evict(self, keep: int) -> None:
         while len(self._models) > keep:
             name, _ = self._models.popitem(last=False)
+            batcher = self._batchers.pop(name, None)
+            if batcher is not None:
+                batcher.close()
             log.info("unloaded %s (keeping at most %d checkpoints)", name, self.options.max_loaded)
         if self.device.startswith("cuda"):
             import torch
@@ -204,7 +238,7 @@ class LocalEngine:
 
     def speed_path_requested(self, name: str | None = None) -> bool:
         """Whether the loaded checkpoint was asked for the speed path (NARRATOR_COMPILE reaches the model)."""
-        return bool(self.model(name or self.custom_voice_model).cuda_graphs)
+        return bool(self.model(name or self.custom_voice_model).options.compile)
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
@@ -215,6 +249,14 @@ class LocalEngine:
         instruct = request.instruct if tts.supports_instruct else None  # 0.6B: dropped (warned once at load)
         synth = self._synthesis(tts, request.text, request.language, request.speaker, request.vector, instruct,
                                 request.max_frames)  # fmt: skip
+        if self.batching:
+            first = self.options.first_chunk_frames if request.latency_critical else self.options.chunk_frames
+            stream = self.batcher(request.model).submit(synth, seed=request.seed, first_chunk_frames=first, stop=stop)
+            try:
+                yield from stream
+            finally:
+                stream.cancel()  # an abandoned attempt (drift-guard re-sample) leaves the batch at once
+            return
         generator = torch.Generator(device=tts.device).manual_seed(request.seed)
         decoder = tts.codec.stream_decoder()
         pending: list[torch.Tensor] = []

@@ -25,7 +25,7 @@ class EngineOptions:
     eager: bool = False  # the plain eager modules, the numerical reference (QWEN_TTS_EAGER for the library alone)
     cpu_threads: int | None = None  # torch intra-op threads during generation steps; None: torch's default
     max_loaded: int = 4  # checkpoints kept in memory (fine-tuned voices each bring one)
-    max_streams: int = 1  # renders served at once (rows of the batched decode step)
+    max_streams: int = 1  # renders served at once (rows of the batched decode step); 1: one at a time, unbatched
     first_chunk_frames: int = 2  # first chunk of a render: small, for latency
     chunk_frames: int = 16  # later chunks: bigger, cheaper
     warm_up: bool = True  # load and run one short generation per checkpoint at start
@@ -48,11 +48,32 @@ class EngineOptions:
             device=device or settings.device,
             dtype=settings.dtype,
             speed_path=settings.compile,
+            max_streams=settings.max_batch or default_streams(device or settings.device),
             cache_dir=settings.data_dir / "compile",
         )
 
     def on(self, device: str) -> EngineOptions:
         return replace(self, device=device)
+
+
+GPU_KV_BUDGET = 0.25  # share of a GPU's memory the KV caches of the batch rows may take by default
+MAX_DEFAULT_STREAMS = 32
+
+
+def default_streams(device: str) -> int:
+    """NARRATOR_MAX_BATCH=0: on a GPU, the rows whose KV caches (2048 positions each, 1.7B bf16: 224 MiB a row) fit
+    a quarter of its memory, at most 32 (an H100's 80 GB: 32; a 24 GB card: 26; 8 GB: 8); on the CPU one render at a
+    time, since CPU steps are compute-bound and extra rows only slow every listener down."""
+    if device == "cpu" or not device.startswith(("cuda", "auto")):
+        return 1
+    import torch
+
+    if not torch.cuda.is_available():
+        return 1
+    index = int(device.partition(":")[2] or 0)
+    total = torch.cuda.get_device_properties(index).total_memory
+    row_bytes = 224 * 1024 * 1024
+    return max(1, min(MAX_DEFAULT_STREAMS, int(total * GPU_KV_BUDGET // row_bytes)))
 
 
 def engine_devices(device: str) -> list[str]:
