@@ -193,7 +193,7 @@ async def test_a_job_start_at_thousands_waiting_is_cheap_and_the_refresh_linear(
         await services.shutdown()
     # A start no longer touches every waiting job (before: 6.65 s at 3,000 waiting, 98 s at 9,000).
     # Absolute CPU-time bounds, generous for a busy machine yet orders of magnitude under the quadratic algorithm's
-    # cost (ratios between two small timings are too noisy to assert on a shared box; bench/queue.py reports them).
+    # cost (ratios between two small timings are too noisy to assert on a shared box; bench/queue_cost.py reports them).
     assert starts[3000] < 0.05 and starts[9000] < 0.05, starts
     # The one pass over the queue that follows (at most once a second) is O(n): ~5-40 ms at 3,000-9,000 waiting
     # measured on the shared 2-core machine, against 6.65 s / 98 s for the old per-job recomputation.

@@ -1,6 +1,6 @@
 """Event-loop time of one job start with thousands of renders waiting: the queue and /say service now vs before.
 
-    python -m bench.queue [--sizes 1000 3000 9000] [--starts 5] [--old-starts 1]
+    python bench/queue_cost.py [--sizes 1000 3000 9000] [--starts 5] [--old-starts 1]
 
 (as a module: run as a file, this file would shadow the standard library's `queue` that asyncio imports)
 
@@ -36,7 +36,7 @@ from bot.settings import Settings
 from bot.voice.connections import Playback
 from db.engine import open_database
 
-log = logging.getLogger("bench.queue")
+log = logging.getLogger("bench.queue_cost")
 
 
 def no_discord() -> SimpleNamespace:
