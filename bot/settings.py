@@ -135,9 +135,10 @@ class Settings:
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
     drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
     drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played
-    max_buffered_seconds: float = 30.0  # audio queued for one guild's voice before its render waits
-    max_buffered_seconds_total: float = 600.0  # the same, summed over every guild of the process
-    voice_idle_leave_s: float = 600.0  # leave a voice channel after this long with nothing to say; 0 = stay
+    # audio queued for one guild's voice before its render waits; the same summed over every guild of the process
+    max_buffered_seconds: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS", 30.0, 1, 3600, "seconds")
+    max_buffered_seconds_total: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS_TOTAL", 600.0, 1, 86400, "seconds")
+    voice_idle_leave_s: float = bounded("NARRATOR_VOICE_IDLE_LEAVE_S", 600.0, 0, 86400, "seconds")  # 0 = stay
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -189,21 +190,10 @@ class Settings:
             )
 
     def _check_voice(self) -> None:
-        if not (math.isfinite(self.max_buffered_seconds) and 1.0 <= self.max_buffered_seconds <= 3600.0):
+        if self.max_buffered_seconds_total < self.max_buffered_seconds:
             raise SettingsError(
-                f"NARRATOR_MAX_BUFFERED_SECONDS must be a number of seconds from 1 to 3600 (e.g. 30), got "
-                f"{self.max_buffered_seconds!r}"
-            )
-        total = self.max_buffered_seconds_total
-        if not (math.isfinite(total) and self.max_buffered_seconds <= total <= 86400.0):
-            raise SettingsError(
-                f"NARRATOR_MAX_BUFFERED_SECONDS_TOTAL must be a number of seconds from NARRATOR_MAX_BUFFERED_SECONDS "
-                f"({self.max_buffered_seconds:g}) to 86400 (e.g. 600), got {total!r}"
-            )
-        if not (math.isfinite(self.voice_idle_leave_s) and 0.0 <= self.voice_idle_leave_s <= 86400.0):
-            raise SettingsError(
-                f"NARRATOR_VOICE_IDLE_LEAVE_S must be a number of seconds from 0 (never leave) to 86400 (e.g. 600), "
-                f"got {self.voice_idle_leave_s!r}"
+                f"NARRATOR_MAX_BUFFERED_SECONDS_TOTAL ({self.max_buffered_seconds_total:g}) must be at least "
+                f"NARRATOR_MAX_BUFFERED_SECONDS ({self.max_buffered_seconds:g}): the process bound covers every guild"
             )
 
     @classmethod
@@ -232,9 +222,6 @@ class Settings:
             drift_threshold=_env_float("NARRATOR_DRIFT_THRESHOLD", DEFAULT_DRIFT_THRESHOLD),
             drift_retries=_env_int("NARRATOR_DRIFT_RETRIES", DEFAULT_DRIFT_RETRIES),
             drift_probe_seconds=_env_float("NARRATOR_DRIFT_PROBE_SECONDS", DEFAULT_DRIFT_PROBE_SECONDS),
-            max_buffered_seconds=_env_float("NARRATOR_MAX_BUFFERED_SECONDS", 30.0),
-            max_buffered_seconds_total=_env_float("NARRATOR_MAX_BUFFERED_SECONDS_TOTAL", 600.0),
-            voice_idle_leave_s=_env_float("NARRATOR_VOICE_IDLE_LEAVE_S", 600.0),
         )
 
     def drift_guard_options(self) -> dict[str, float | int]:

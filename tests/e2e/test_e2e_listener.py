@@ -173,9 +173,11 @@ async def test_a_device_slower_than_real_time_is_heard_whole_only_later(start_bo
 # Backpressure (issue 12) ----------------------------------------------------------------------------------------------
 async def test_a_pause_flood_is_held_back_by_backpressure(start_bot) -> None:
     limit = 5.0
-    narrator = await start_bot(max_buffered_seconds=limit)
+    # The operator's largest pause allowance (NARRATOR_MAX_PAUSE_TOTAL_S=600, audio per job to match): 600 s of
+    # silence that renders at once, the flood of issue 12 within what a script may now hold.
+    narrator = await start_bot(max_buffered_seconds=limit, max_pause_total_s=600.0, max_job_audio_s=900.0)
     playback = narrator.bot.services.playback
-    sent = await narrator.say("[Pause 10s]" * 63 + "a")  # 630 s of silence that renders at once
+    sent = await narrator.say("[Pause 10s]" * 60 + "a")
     await wait_until(lambda: sent.deferred, 30, "the /say to be accepted")
     await wait_until(lambda: playback.queued_seconds(GUILD) > 0, 60, "the flood to reach voice")
 
