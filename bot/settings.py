@@ -146,7 +146,6 @@ class Settings:
         self._check_bounds()
         self._check_choices()
         self._check_drift_guard()
-        self._check_voice()
 
     def _check_bounds(self) -> None:
         for f in fields(self):
@@ -187,13 +186,6 @@ class Settings:
             raise SettingsError(
                 f"NARRATOR_DRIFT_PROBE_SECONDS must be a number of seconds >= 0 (e.g. 1.5; 0 scores only whole "
                 f"segments and never re-samples), got {self.drift_probe_seconds!r}"
-            )
-
-    def _check_voice(self) -> None:
-        if self.max_buffered_seconds_total < self.max_buffered_seconds:
-            raise SettingsError(
-                f"NARRATOR_MAX_BUFFERED_SECONDS_TOTAL ({self.max_buffered_seconds_total:g}) must be at least "
-                f"NARRATOR_MAX_BUFFERED_SECONDS ({self.max_buffered_seconds:g}): the process bound covers every guild"
             )
 
     @classmethod

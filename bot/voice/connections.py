@@ -50,7 +50,9 @@ class VoiceLimits:
     def of(cls, settings: object | None) -> VoiceLimits:
         if settings is None:
             return cls()
-        return cls(settings.max_buffered_seconds, settings.max_buffered_seconds_total, settings.voice_idle_leave_s)
+        guild = settings.max_buffered_seconds
+        # the process bound is never below one guild's (a lower one would only make it the per-guild bound)
+        return cls(guild, max(guild, settings.max_buffered_seconds_total), settings.voice_idle_leave_s)
 
 
 class Playback:
