@@ -137,6 +137,10 @@ class Settings:
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
     drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
     drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played
+    # audio queued for one guild's voice before its render waits; the same summed over every guild of the process
+    max_buffered_seconds: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS", 30.0, 1, 3600, "seconds")
+    max_buffered_seconds_total: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS_TOTAL", 600.0, 1, 86400, "seconds")
+    voice_idle_leave_s: float = bounded("NARRATOR_VOICE_IDLE_LEAVE_S", 600.0, 0, 86400, "seconds")  # 0 = stay
 
     def __post_init__(self) -> None:
         if not self.database_url:

@@ -46,6 +46,9 @@ ANCHOR_TEXTS = {
 }
 ANCHOR_MAX_FRAMES = 125  # 10 s: enough speech for a stable x-vector
 _END = object()
+# Audio handed from the compute thread to the consumer but not yet taken: past this the production waits, so a
+# consumer that waits for its listeners (voice backpressure) holds the render instead of letting events pile up.
+MAX_IN_FLIGHT_S = 5.0
 
 
 class Narrator:
@@ -121,7 +124,11 @@ class Narrator:
         def stop() -> bool:
             return closed.is_set() or (cancel is not None and cancel.is_set())
 
+        in_flight = _InFlight(lambda: int(MAX_IN_FLIGHT_S * self.engine.audio.sample_rate))
+
         def emit(event: RenderEvent) -> None:
+            if isinstance(event, AudioChunk):
+                in_flight.put(len(event.audio), stop)  # blocks while the consumer is behind (voice backpressure)
             if not stop():
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
@@ -131,6 +138,8 @@ class Narrator:
         raised = False
         try:
             while (event := await _next_event(events, stop)) is not _END:
+                if isinstance(event, AudioChunk):
+                    in_flight.take(len(event.audio))
                 yield event
                 if isinstance(event, Finished):
                     break
@@ -208,6 +217,28 @@ class Narrator:
 
 def _speakers_of(engine: Engine, model: str) -> list[str]:
     return [s.lower() for s in engine.checkpoint(model).speakers]
+
+
+class _InFlight:
+    """Samples emitted by the compute thread and not yet taken by the consumer, bounded (thread-safe). The bound is
+    read on the compute thread at the first chunk (the engine's format may need its checkpoint)."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit_of, self.limit, self.count = limit, 0, 0
+        self._changed = threading.Condition()
+
+    def put(self, samples: int, stop: Callable[[], bool]) -> None:
+        if not self.limit:
+            self.limit = self._limit_of()
+        with self._changed:
+            while self.count > 0 and self.count + samples > self.limit and not stop():
+                self._changed.wait(CANCEL_POLL_S)  # wakes on `take`, or to look at `stop` again
+            self.count += samples
+
+    def take(self, samples: int) -> None:
+        with self._changed:
+            self.count -= samples
+            self._changed.notify_all()
 
 
 async def _next_event(events: asyncio.Queue, stop: Callable[[], bool]) -> object:

@@ -140,6 +140,14 @@ async def default_speaker(narrator: Narrator) -> str:
     return speakers[0]
 
 
+def segment_bounds(plan: Plan, frame_rate: float) -> list[float]:
+    """Seconds of audio each speech segment of the plan can run to at most (index = `Progress.segment` - 1), at the
+    engine's `frame_rate`: what voice playback needs to start a segment only when it can play without a gap."""
+    from bot.narration.production import segment_bounds as bounds
+
+    return bounds(plan.script, frame_rate)
+
+
 async def render(
     narrator: Narrator, plan: Plan, cancel: threading.Event, job_id: int = 0, max_job_seconds: float | None = None
 ) -> AsyncIterator[RenderEvent]:

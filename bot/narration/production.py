@@ -35,6 +35,7 @@ PROGRESS_EVERY_S = 0.5
 @dataclass(frozen=True)
 class AudioChunk:
     audio: np.ndarray  # (n,) float32 in [-1, 1], 24 kHz mono
+    made_at: float = field(default_factory=time.monotonic)  # when it existed (voice playback measures speed by it)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Progress:
     elapsed_s: float
     eta_s: float | None  # predicted seconds until the render finishes
     lock_scores: tuple[float | None, ...]  # per finished segment; None for pauses and unscored speech
+    made_at: float = field(default_factory=time.monotonic)  # time.monotonic() on the compute thread
 
 
 @dataclass(frozen=True)
@@ -247,9 +249,7 @@ class Production:
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _frame_cap(self, speech: Speech) -> int:
-        # Generous for slow speech, but bounded: untamed generations can run on (reference §7).
-        cap = int(self.frame_rate * (2.0 * estimate_seconds(speech.text) + 4.0))
-        cap = min(cap, self.options.max_frames) if self.options.max_frames else cap
+        cap = frame_cap(speech.text, self.frame_rate, self.options.max_frames)
         if self.options.max_job_seconds is None:
             return cap
         left = self._budget_left()
@@ -352,6 +352,19 @@ def _speech_ordinals(plan: list[tuple[Speech | Pause, Identity | None]]) -> list
         count += isinstance(item, Speech)
         ordinals.append(max(count, 1))
     return ordinals
+
+
+def frame_cap(text: str, frame_rate: float, max_frames: int | None = None) -> int:
+    """Frames a speech segment may run to: generous for slow speech, but bounded, because untamed generations can run
+    on (reference §7). Voice playback plans a segment's gapless start against this bound too."""
+    cap = int(frame_rate * (2.0 * estimate_seconds(text) + 4.0))
+    return min(cap, max_frames) if max_frames else cap
+
+
+def segment_bounds(script: Script, frame_rate: float, max_frames: int | None = None) -> list[float]:
+    """The most seconds of audio each speech segment of `script` can produce, in order (the numbering of
+    `Progress.segment`; a pause's silence follows the speech before it)."""
+    return [frame_cap(speech.text, frame_rate, max_frames) / frame_rate for speech in script.speeches]
 
 
 def _identity_id(identity: Identity | None) -> str | None:

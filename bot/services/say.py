@@ -28,7 +28,7 @@ from bot.services.progress import Reporter, fit_lines, progress_line, queued_lin
 from bot.services.queue_board import QueueBoard
 from bot.voice.attachments import attachment_for
 from bot.voice.connections import RESUME_GRACE_S
-from bot.voice.source import StereoUpsampler
+from bot.voice.source import BYTES_PER_SECOND, StereoUpsampler
 from db import repo
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # A script predicted to need more than this share of NARRATOR_JOB_TIMEOUT_S is refused before queueing: it would
 # very likely be stopped by the timeout after holding a worker for all of it.
 MAX_TIMEOUT_SHARE = 0.8
+FEED_PIECE_BYTES = BYTES_PER_SECOND  # audio goes to voice in pieces of at most 1 s, each waiting for room
 
 
 @dataclass
@@ -242,36 +243,56 @@ class SayService:
         playback, guild_id = self.playback, request.guild_id
         upsampler = StereoUpsampler()
         started = time.monotonic()
-        result = None
+        result, segment, bounds = None, 0, None
         events = narrate.render(
             worker.narrator, request.plan, job.cancel_event, request.render_id or 0, self.settings.max_job_audio_s
         )
-        async for event in events:
-            if isinstance(event, AudioChunk):
-                if "first_audio" not in request.stats:
-                    request.stats["first_audio"] = time.monotonic() - started
-                self._to_voice(playback, request, job, upsampler.push(event.audio), reporter)
-            elif isinstance(event, Progress):
-                await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
-            elif isinstance(event, Finished):
-                result = event
-        if job.cancelled or result is None:
-            return None  # stopped: nothing more may reach the voice channel
-        self._to_voice(playback, request, job, upsampler.finish(), reporter)
-        playback.end(guild_id, job.id)
-        request.stats["render"] = time.monotonic() - started
-        return result
+        try:
+            async for event in events:
+                if isinstance(event, AudioChunk):
+                    if "first_audio" not in request.stats:
+                        request.stats["first_audio"] = time.monotonic() - started
+                    await self._to_voice(playback, request, job, upsampler.push(event.audio), reporter, event.made_at)
+                elif isinstance(event, Progress):
+                    if event.segment != segment:  # the audio from here on is the next segment's
+                        if bounds is None:  # the production has read the engine's format by its first event
+                            bounds = narrate.segment_bounds(request.plan, worker.narrator.engine.audio.frame_rate)
+                        segment = event.segment
+                        bound = bounds[segment - 1] if 0 < segment <= len(bounds) else 0.0
+                        playback.begin_segment(guild_id, job.id, bound, event.made_at)
+                    await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
+                elif isinstance(event, Finished):
+                    result = event
+            if job.cancelled or result is None:
+                return None  # stopped: nothing more may reach the voice channel
+            await self._to_voice(playback, request, job, upsampler.finish(), reporter)
+            request.stats["render"] = time.monotonic() - started
+            return result
+        finally:
+            # However the render ends (done, failed, timed out, cancelled, voice lost), the guild's stream must be
+            # released: what is queued plays out (a /stop or /skip has dropped it already) and the next render
+            # is heard. A job that never ended its tag would hold every later render behind it, in silence.
+            playback.end(guild_id, job.id)
 
-    def _to_voice(self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter) -> None:
-        if request.voice_lost or not pcm:
-            return
-        if not playback.feed(request.guild_id, job.id, pcm):
-            self._voice_lost(request, reporter)
-        elif playback.resuming(request.guild_id) and not request.watching_resume:
-            # Queued for a connection that is not up: it is lost unless discord.py's resume succeeds in time,
-            # which a render faster than real time may never find out by feeding, so check once the grace is over.
-            request.watching_resume = True
-            self._spawn(self._check_resumed(playback, request, reporter))
+    async def _to_voice(
+        self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter, made_at: float | None = None
+    ) -> None:
+        """Queue `pcm` for the guild in pieces, each once there is room (backpressure: a render waits while its guild
+        has NARRATOR_MAX_BUFFERED_SECONDS queued, so a pause flood holds its compute instead of filling memory).
+        `made_at`: when the engine made it (voice measures the production speed by it, not by when it got here)."""
+        for start in range(0, len(pcm), FEED_PIECE_BYTES):
+            piece = pcm[start : start + FEED_PIECE_BYTES]
+            await playback.wait_for_room(request.guild_id, job.id, len(piece) / BYTES_PER_SECOND)
+            if request.voice_lost or job.cancelled:
+                return
+            if not playback.feed(request.guild_id, job.id, piece, made_at):
+                self._voice_lost(request, reporter)
+                return
+            if playback.resuming(request.guild_id) and not request.watching_resume:
+                # Queued for a connection that is not up: it is lost unless discord.py's resume succeeds in time,
+                # which a render faster than real time may never find out by feeding, so check once the grace is over.
+                request.watching_resume = True
+                self._spawn(self._check_resumed(playback, request, reporter))
 
     async def _check_resumed(self, playback, request: SayRequest, reporter: Reporter) -> None:
         await asyncio.sleep(RESUME_GRACE_S + 0.1)
@@ -294,6 +315,14 @@ class SayService:
     # -- outcome -----------------------------------------------------------------------------------------------------
 
     async def _follow(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
+        playback = self.playback
+        playback.expect(request.guild_id, job.id)  # queued: the bot must not leave voice for being idle meanwhile
+        try:
+            await self._report(job, request, reporter)
+        finally:
+            playback.end(request.guild_id, job.id)  # also when it never ran (cancelled while queued)
+
+    async def _report(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
         try:
             finished = await job.done
         except asyncio.CancelledError:

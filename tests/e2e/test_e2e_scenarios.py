@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     wait_for_master,
     wait_for_quiet,
 )
-from tests.fakediscord.audio import audible_span, cadence, match_reference
+from tests.fakediscord.audio import audible_span, listen, match_segments
 from tests.fakediscord.harness import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -35,13 +35,12 @@ LONG_LINE = "This line keeps the narrator talking for a good while. " * 2  # abo
 
 
 def assert_steady(packets, label: str) -> None:
-    """Inter-packet gap p99 <= 25 ms over the stream and no catch-up bursts (runs of back-to-back packets)."""
-    timing = cadence(packets)
-    spread = np.percentile(timing.gaps_ms, [1, 50, 95, 99]).round(1).tolist()
-    log.info("%s: %d packets, gap p1/p50/p95/p99 %s ms, longest %.1f ms, bursts %d", label, len(packets), spread,
-             timing.longest, timing.bursts())  # fmt: skip
-    assert timing.p99 <= 25.0, f"{label}: gap p99 {timing.p99:.1f} ms (longest {timing.longest:.1f} ms)"
-    assert timing.bursts() == 0, f"{label}: {timing.bursts()} bursts of back-to-back packets"
+    """What a listener's client hears of the stream: a receiver with a normal jitter buffer (100 ms) never runs dry
+    and no catch-up bursts arrive (tests/fakediscord/audio.py `listen`). Gap percentiles are in bench/voice_cadence.py."""
+    hearing = listen(packets, jitter_ms=100.0)
+    log.info("%s: %s", label, hearing.describe())
+    assert hearing.ran_dry == 0, f"{label}: {hearing.describe()}, late by {[round(x) for x in hearing.late_ms]} ms"
+    assert hearing.bursts == 0 and hearing.overflows == 0, f"{label}: {hearing.describe()}"
 
 
 # 1 ---------------------------------------------------------------------------------------------------------------------
@@ -68,10 +67,12 @@ async def test_say_streams_live_matches_the_master_and_posts_it(narrator: Narrat
     log.info("first audio %.2f s after /say, render finished %.2f s after", stream[0].at - sent.sent_at,
              finished_at - sent.sent_at)  # fmt: skip
     assert stream[0].at < finished_at, "the first audio came only after the render had finished"
-    match = match_reference(stream, master, rate)
-    log.info("master %.2f s, received %.2f s, correlation %.4f at lag %d", len(master) / rate, len(stream) * 0.02,
-             match.correlation, match.lag)  # fmt: skip
-    assert match.correlation >= 0.9, match
+    # Heard vs master per segment: silence may come between segments (a device slower than real time starts the next
+    # one later), never inside one.
+    matches = match_segments(stream, master, rate, [seg["seconds"] for seg in segments])
+    log.info("master %.2f s, received %.2f s, correlation per segment %s", len(master) / rate, len(stream) * 0.02,
+             [round(m.correlation, 4) for m in matches])  # fmt: skip
+    assert len(matches) == 3 and all(m.correlation >= 0.9 for m in matches), matches
     assert_steady(stream, "/say")
 
 

@@ -1,4 +1,5 @@
-"""Checks on audio received by the fake: joining packets, aligning with a reference, packet timing.
+"""Checks on audio received by the fake: joining packets, aligning with a reference, packet timing, and a listener's
+receiver (`listen`: a fixed jitter buffer, the way a Discord client plays a stream).
 
 Units: received PCM is 48 kHz stereo int16 (as Discord carries it); references are float32 mono at their own rate.
 """
@@ -98,3 +99,81 @@ def audible_span(packets: Sequence[Packet]) -> list[Packet]:
     """The packets from the first audible one to the last audible one (inclusive)."""
     loud = [i for i, p in enumerate(packets) if p.audible]
     return list(packets[loud[0] : loud[-1] + 1]) if loud else []
+
+
+# -- what a listener's client makes of the packets ---------------------------------------------------------------------
+JITTER_MS = 80.0  # a normal receive jitter buffer (Discord's clients and WebRTC's NetEQ hold about 60-100 ms)
+CAPACITY_MS = 1000.0  # packets due further ahead than this overflow the buffer
+FRAME_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Hearing:
+    """One stream as a receiver with a fixed jitter buffer plays it. Each talk spurt (the packets between discord.py's
+    end-of-speech frames) is played from its first packet's arrival + `jitter_ms`, one 20 ms frame after another; a
+    packet that arrives after its turn means the buffer ran dry (the listener hears a dropout), after which the
+    receiver buffers again. Independent of the machine's load as long as the sender keeps time within the buffer."""
+
+    dry: tuple[float, ...]  # arrival times of the packets that came after their turn
+    late_ms: tuple[float, ...]  # by how much each of those was late
+    overflows: int  # packets due more than `capacity_ms` ahead (a catch-up burst the buffer cannot hold)
+    bursts: int  # runs of back-to-back packets (see `Cadence.bursts`)
+    spurts: int
+    packets: int
+
+    @property
+    def ran_dry(self) -> int:
+        return len(self.dry)
+
+    def describe(self) -> str:
+        worst = max(self.late_ms, default=0.0)
+        return (f"{self.packets} packets in {self.spurts} spurt(s): ran dry {self.ran_dry}x (worst {worst:.0f} ms "
+                f"late), {self.overflows} overflows, {self.bursts} bursts")  # fmt: skip
+
+
+def listen(packets: Sequence[Packet], jitter_ms: float = JITTER_MS, capacity_ms: float = CAPACITY_MS) -> Hearing:
+    dry: list[float] = []
+    late: list[float] = []
+    overflows = spurts = 0
+    anchor: float | None = None  # when frame 0 of the current spurt plays (ms)
+    index = 0
+    for packet in packets:
+        at = packet.at * 1000.0
+        if packet.is_end_of_speech:
+            anchor = None  # the spurt ended: the next packet starts a new one
+            continue
+        if anchor is None:
+            anchor, index, spurts = at + jitter_ms, 0, spurts + 1
+        due = anchor + index * FRAME_MS
+        if at > due:
+            dry.append(packet.at)
+            late.append(at - due)
+            anchor = at + jitter_ms - index * FRAME_MS  # buffer again from here
+        elif due - at > capacity_ms:
+            overflows += 1
+        index += 1
+    timing = cadence(packets)
+    count = sum(not p.is_end_of_speech for p in packets)
+    return Hearing(tuple(dry), tuple(late), overflows, timing.bursts(), spurts, count)
+
+
+def match_segments(
+    packets: Sequence[Packet], reference: np.ndarray, rate: int, seconds: Sequence[float]
+) -> list[Match]:
+    """Heard vs master segment by segment (`seconds`: each segment's length in the master, from its sidecar), each
+    found in order in what arrived: silence may come between segments, never inside one. Pauses and segments too
+    short to judge (< 0.3 s) are skipped."""
+    received = mono_float(packets)
+    master = to_48k(reference, rate)
+    matches, offset, cursor = [], 0, 0
+    for length in seconds:
+        n = int(round(length * RATE))
+        piece = master[offset : offset + n]
+        offset += n
+        if n < int(0.3 * RATE) or piece.std() < 1e-4:
+            continue
+        window = received[cursor:]
+        match = best_alignment(window, piece, max(len(window) - len(piece), 0))
+        matches.append(Match(match.correlation, cursor + match.lag))
+        cursor += match.lag + max(n - 2 * MAX_OPUS_DELAY, 0)
+    return matches
