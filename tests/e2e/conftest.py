@@ -38,7 +38,7 @@ def e2e_settings(tmp_path: Path, tiny_custom_voice, tiny_base, tiny_voice_design
         custom_voice_model=str(tiny_custom_voice), base_model=str(tiny_base), voice_design_model=str(tiny_voice_design),
         device="cpu", dtype="float32", compile=False, data_dir=tmp_path / "data", outputs_dir=tmp_path / "outputs",
         log_dir=tmp_path / "logs", database_url=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'narrator.db'}",
-        dev_guild_id=GUILD,
+        dev_guild_id=GUILD, max_batch=3,  # three guilds render at once, as rows of one batch
     )  # fmt: skip
 
 
