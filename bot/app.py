@@ -73,6 +73,7 @@ def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]
             job_timeout_s=settings.job_timeout_s,
             name=f"w{index}",
             slots=engine.capabilities.max_streams,
+            stuck_step_s=settings.stuck_step_s,
         )
         worker.bind(
             Narrator(

@@ -122,7 +122,7 @@ async def test_renders_are_refused_when_the_disk_is_nearly_full(tmp_path, db) ->
         Retention(db, _settings(tmp_path, min_free_bytes=2**60)).check_free_space()
 
 
-def test_a_failed_sidecar_leaves_no_master_and_abort_cleans_up(tmp_path, monkeypatch) -> None:
+async def test_a_failed_sidecar_leaves_no_master_and_abort_cleans_up(tmp_path, monkeypatch) -> None:
     writer = MasterWriter(tmp_path, "7", 24_000)
     writer.write(np.zeros(2400, np.float32))
 
@@ -137,7 +137,7 @@ def test_a_failed_sidecar_leaves_no_master_and_abort_cleans_up(tmp_path, monkeyp
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_a_published_master_has_its_sidecar(tmp_path) -> None:
+async def test_a_published_master_has_its_sidecar(tmp_path) -> None:
     writer = MasterWriter(tmp_path, "8", 24_000)
     writer.write(np.zeros(2400, np.float32))
     path = writer.finish({"script": "x"})
