@@ -20,7 +20,8 @@ Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 
 What tests can rely on: a master's JSON sidecar names each identity by `voice-<voices.id>` for stored voices (a
 preset default narrator gets a random id); `bot.services` holds the services (`say`, `library`, `creation`,
-`guild_config`, `queue`, `workers`, `playback`); `bot.services.playback.source(guild_id)` is the guild's live
+`guild_config`, `queue`, `workers`, `playback`, `consent`, `permissions`, `retention`);
+`bot.services.playback.source(guild_id)` is the guild's live
 `PCMStreamSource` (None before the first audio).
 """
 
@@ -42,9 +43,12 @@ from bot.narration.narrator import Narrator
 from bot.services import Services
 from bot.services.clip_intake import ClipIntake
 from bot.services.clips import ClipLimits
+from bot.services.consent import ConsentService
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
+from bot.services.permissions import Permissions
+from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback
@@ -69,6 +73,7 @@ def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]
             job_timeout_s=settings.job_timeout_s,
             name=f"w{index}",
             slots=engine.capabilities.max_streams,
+            stuck_step_s=settings.stuck_step_s,
         )
         worker.bind(
             Narrator(
@@ -92,6 +97,7 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
     workers = build_workers(settings, queue, engines)
     library = VoiceLibrary(db, settings, engines[0])
     guild_config = GuildConfig(db, settings)
+    say = SayService(settings, db, queue, workers, library, guild_config, playback)
     return Services(
         settings=settings,
         db=db,
@@ -103,7 +109,10 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         creation=VoiceCreation(
             settings, library, queue, clips=ClipIntake(ClipLimits(max_seconds=settings.max_reference_seconds))
         ),
-        say=SayService(settings, db, queue, workers, library, guild_config, playback),
+        say=say,
+        consent=ConsentService(db, settings, library),
+        permissions=Permissions(guild_config, queue, playback, say),
+        retention=Retention(db, settings),
     )
 
 
@@ -120,6 +129,7 @@ async def open_bot(
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         bot = NarratorBot(settings, **client_options)
         services = build_services(settings, db, engines or build_engines(settings), Playback(bot))
+        services.retention.sweep_at_start()  # before any render can write: what a killed run left
         bot.services = services
         await services.start()
         try:

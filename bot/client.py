@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 INITIAL_EXTENSIONS = ("cogs.say", "cogs.voice", "cogs.voices", "cogs.settings", "cogs.admin")
 
+BACKGROUND_STOP_S = 5.0
 SORRY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
 
 
@@ -56,7 +57,10 @@ class NarratorTree(app_commands.CommandTree):
             log.error("unexpected error in /%s", command, exc_info=error)
             message = SORRY
         else:
-            log.info("/%s refused for user %s: %s", command, interaction.user.id, message)
+            # The answer may quote the user's own text (a script excerpt, a name): only at DEBUG.
+            original = getattr(error, "original", error)
+            log.info("/%s refused for user %s (%s)", command, interaction.user.id, type(original).__name__)
+            log.debug("/%s refusal text: %s", command, message)
         await reply_privately(interaction, message)
 
 
@@ -100,6 +104,7 @@ class NarratorBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
             log.info("Synced %d commands to dev guild %s", len(synced), self.settings.dev_guild_id)
         self.spawn(self._report_interrupted_renders())
+        self.spawn(self.services.retention.run_forever())  # cancelled with the other background tasks on close
 
     def spawn(self, coro) -> asyncio.Task:
         """A background task that is kept alive, logged if it fails, and cancelled on close."""
@@ -113,6 +118,21 @@ class NarratorBot(commands.Bot):
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
+    async def on_command_error(self, context: commands.Context, error: commands.CommandError) -> None:
+        """Prefix commands (`@bot word`): an unknown word is not an error worth a traceback, and a refused owner
+        command is nobody's business; anything else is logged."""
+        if isinstance(error, (commands.CommandNotFound, commands.CheckFailure)):
+            log.debug("ignored prefix command from %s: %s", getattr(context.author, "id", "?"), error)
+            return
+        log.error("prefix command %s failed", context.command, exc_info=error)
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """Removed from a server (kicked, or the server deleted): its voices and reference clips go, unless the
+        operator keeps them (NARRATOR_KEEP_GUILD_DATA)."""
+        log.info("removed from guild %s", guild.id)
+        self.services.say.stop(guild.id)
+        await self.services.consent.forget_guild(guild.id)
+
     async def on_ready(self) -> None:
         log.info("Ready: %s (ID: %s) in %d guilds", self.user, self.user.id if self.user else "?", len(self.guilds))
         if self.application_id:
@@ -124,8 +144,11 @@ class NarratorBot(commands.Bot):
 
     async def close(self) -> None:
         log.info("Shutting down: cancelling jobs, leaving voice")
-        for task in list(self._background):
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        if background:  # let them unwind (a retention pass mid-transaction) before the database closes
+            await asyncio.wait(background, timeout=BACKGROUND_STOP_S)
         try:
             await self.services.shutdown()
         except Exception:

@@ -108,7 +108,7 @@ def _bounded_from_env(cls: type) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Settings:
-    discord_token: str | None = None
+    discord_token: str | None = field(default=None, repr=False)  # a secret: never in repr() or a log
     custom_voice_model: str = DEFAULT_CUSTOM_VOICE_MODEL
     voice_design_model: str = DEFAULT_VOICE_DESIGN_MODEL
     base_model: str = DEFAULT_BASE_MODEL
@@ -137,6 +137,14 @@ class Settings:
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD  # lock score (cosine) below which a segment is re-sampled
     drift_retries: int = DEFAULT_DRIFT_RETRIES  # extra attempts per segment at most
     drift_probe_seconds: float = DEFAULT_DRIFT_PROBE_SECONDS  # audio held back and scored before it is played
+    # Trust and data lifecycle (README: "Consent and privacy").
+    max_personal_voices: int = 5  # personal voices one member may have (every guild together)
+    retention_days: float = 30.0  # masters, sidecars and render rows older than this are deleted
+    outputs_max_bytes: int = 10 * 1024**3  # masters + sidecars beyond this are deleted, oldest first
+    min_free_bytes: int = 512 * 1024**2  # renders are refused while the outputs disk has less free than this
+    retention_interval_s: float = 3600.0  # how often the retention task runs
+    stuck_step_s: float = 120.0  # a compute step with no progress for this long is abandoned (worker restarted)
+    keep_guild_data: bool = False  # keep a guild's voices and clips after the bot is removed from it
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -144,6 +152,26 @@ class Settings:
         self._check_bounds()
         self._check_choices()
         self._check_drift_guard()
+        self._check_lifecycle()
+
+    def __repr__(self) -> str:  # the dataclass repr would show DATABASE_URL's password
+        return f"Settings({', '.join(f'{k}={v}' for k, v in self.describe().items())})"
+
+    def _check_lifecycle(self) -> None:
+        # One place for the ranges of the lifecycle settings; a bad value stops `narrator run` with its variable.
+        for env, value, low, high, unit in (
+            ("NARRATOR_MAX_PERSONAL_VOICES", self.max_personal_voices, 0, 1000, "voices"),
+            ("NARRATOR_RETENTION_DAYS", self.retention_days, 0.01, 36_500, "days"),
+            ("NARRATOR_OUTPUTS_MAX_BYTES", self.outputs_max_bytes, 1024**2, 2**60, "bytes"),
+            ("NARRATOR_MIN_FREE_BYTES", self.min_free_bytes, 0, 2**60, "bytes"),
+            ("NARRATOR_RETENTION_INTERVAL_S", self.retention_interval_s, 1, 7 * 86_400, "seconds"),
+            ("NARRATOR_STUCK_STEP_S", self.stuck_step_s, 1, 86_400, "seconds"),
+        ):
+            integer = unit in ("voices", "bytes")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and (not integer or isinstance(value, int)) and low <= value <= high):
+                kind = "a whole number" if integer else "a number"
+                raise SettingsError(f"{env} must be {kind} from {low:g} to {high:g} {unit}, got {value!r}")
 
     def _check_bounds(self) -> None:
         for f in fields(self):
@@ -212,6 +240,7 @@ class Settings:
             drift_threshold=_env_float("NARRATOR_DRIFT_THRESHOLD", DEFAULT_DRIFT_THRESHOLD),
             drift_retries=_env_int("NARRATOR_DRIFT_RETRIES", DEFAULT_DRIFT_RETRIES),
             drift_probe_seconds=_env_float("NARRATOR_DRIFT_PROBE_SECONDS", DEFAULT_DRIFT_PROBE_SECONDS),
+            **_lifecycle_from_env(),
         )
 
     def drift_guard_options(self) -> dict[str, float | int]:
@@ -231,7 +260,23 @@ class Settings:
         return self.discord_token
 
     def describe(self) -> dict[str, str]:
-        """The settings as strings for the start-up log, with the token hidden."""
+        """The settings as strings for the start-up log: the token hidden, DATABASE_URL's password masked."""
+        from db.engine import describe_url  # db imports nothing of bot; imported here so settings stay light
+
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["discord_token"] = "<set>" if self.discord_token else "<missing>"
+        shown["database_url"] = describe_url(self.database_url)
         return shown
+
+
+def _lifecycle_from_env() -> dict[str, object]:
+    defaults = Settings.__dataclass_fields__
+    return {
+        "max_personal_voices": _env_int("NARRATOR_MAX_PERSONAL_VOICES", defaults["max_personal_voices"].default),
+        "retention_days": _env_float("NARRATOR_RETENTION_DAYS", defaults["retention_days"].default),
+        "outputs_max_bytes": _env_int("NARRATOR_OUTPUTS_MAX_BYTES", defaults["outputs_max_bytes"].default),
+        "min_free_bytes": _env_int("NARRATOR_MIN_FREE_BYTES", defaults["min_free_bytes"].default),
+        "retention_interval_s": _env_float("NARRATOR_RETENTION_INTERVAL_S", defaults["retention_interval_s"].default),
+        "stuck_step_s": _env_float("NARRATOR_STUCK_STEP_S", defaults["stuck_step_s"].default),
+        "keep_guild_data": _env_bool("NARRATOR_KEEP_GUILD_DATA", defaults["keep_guild_data"].default),
+    }

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 from bot.jobs.queue import JobQueue
 from bot.jobs.worker import InferenceWorker, start_workers
+from bot.services.consent import ConsentService
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
+from bot.services.permissions import Permissions
+from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback
@@ -29,6 +32,9 @@ class Services:
     guild_config: GuildConfig
     creation: VoiceCreation
     say: SayService
+    consent: ConsentService
+    permissions: Permissions
+    retention: Retention
 
     async def start(self) -> None:
         """Load and warm up every worker's engine, then start taking jobs."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.durations import about
 from bot.errors import NotAllowed, QueueFull, UserError
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 # A script predicted to need more than this share of NARRATOR_JOB_TIMEOUT_S is refused before queueing: it would
 # very likely be stopped by the timeout after holding a worker for all of it.
 MAX_TIMEOUT_SHARE = 0.8
+
+MAX_REMEMBERED_OWNERS = 1000
+MARK_ATTEMPTS = 4  # a locked database is retried (each try waits out SQLite's busy timeout first)
+MARK_RETRY_S = 2.0
+SYNTHETIC = "Synthetic speech (AI-generated)"
 
 
 @dataclass
@@ -82,11 +88,24 @@ class SayService:
         self._tasks: set[asyncio.Task] = set()
         self._waiting: dict[int, tuple[Job, Reporter]] = {}  # queued renders, to update their position
         self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
+        # job id -> user id of recent renders: a render's audio may play on after its job ended, and /skip or /stop
+        # must still know whose it is (bot.services.permissions).
+        self.job_owners: dict[object, int] = {}
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # never "Task exception was never retrieved"
+            log.error("a /say background task failed", exc_info=task.exception())
+
+    def _remember_owner(self, job: Job) -> None:
+        self.job_owners[job.id] = job.user_id
+        while len(self.job_owners) > MAX_REMEMBERED_OWNERS:
+            self.job_owners.pop(next(iter(self.job_owners)))
 
     # -- validating (before defer) -----------------------------------------------------------------------------------
 
@@ -294,6 +313,7 @@ class SayService:
     # -- outcome -----------------------------------------------------------------------------------------------------
 
     async def _follow(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
+        self._remember_owner(job)
         try:
             finished = await job.done
         except asyncio.CancelledError:
@@ -327,6 +347,8 @@ class SayService:
         return "Sorry, the render failed on my side. It has been logged; please try again."
 
     async def _deliver(self, request: SayRequest, finished: Any, reporter: Reporter) -> None:
+        """Post the master, saying it is synthetic and which voice spoke; the bookkeeping is attempted first, but
+        the user gets their recording even if the database is unusable now (`_mark` logs and retries)."""
         path = finished.master_path
         await self._mark(
             request,
@@ -338,18 +360,40 @@ class SayService:
         )
         limit = getattr(reporter, "filesize_limit", 10 * 1024 * 1024)
         attachment = await asyncio.to_thread(attachment_for, path, limit)  # named like the master (and its sidecar)
-        text = f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s."
+        text = (
+            f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s. "
+            f"{SYNTHETIC}, voice: {voices_spoken(request)}."
+        )
         if attachment is None:
             text += " The recording is too large to attach here, even as Opus; it is kept on the bot's disk."
         elif attachment.format != "wav":
             text += f" Attached as {attachment.format.upper()} to fit the upload limit."
         await reporter.done(text, attachment)
 
-    async def _mark(self, request: SayRequest, status: str, **values: Any) -> None:
+    async def _mark(self, request: SayRequest, status: str, **values: Any) -> bool:
+        """Record the render's state; a database error is logged and retried (a locked SQLite frees up), and never
+        raised: the user's answer must not depend on the bookkeeping. False if it could not be recorded now (then
+        it is retried in the background, so the row does not stay queued or running)."""
         if request.render_id is None:
-            return
-        async with self.db.sessions.begin() as s:
-            await repo.mark_render(s, request.render_id, status, **values)
+            return True
+        if await self._try_mark(request.render_id, status, values, attempts=1):
+            return True
+        if status not in ("queued", "running"):  # only the final state is retried: a late "running" must not win
+            self._spawn(self._try_mark(request.render_id, status, values, attempts=MARK_ATTEMPTS))
+        return False
+
+    async def _try_mark(self, render_id: int, status: str, values: dict[str, Any], *, attempts: int) -> bool:
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.db.sessions.begin() as s:
+                    await repo.mark_render(s, render_id, status, **values)
+                return True
+            except (SQLAlchemyError, OSError) as exc:
+                log.error("could not record render #%s as %s (try %d of %d): %s", render_id, status, attempt,
+                          attempts, exc)  # fmt: skip
+                if attempt < attempts:
+                    await asyncio.sleep(MARK_RETRY_S * attempt)
+        return False
 
     # -- stop, skip, queue -------------------------------------------------------------------------------------------
 
@@ -403,3 +447,15 @@ class SayService:
             await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
         except discord.HTTPException as exc:
             log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)
+
+
+def voices_spoken(request: SayRequest) -> str:
+    """'Reader', or 'Reader, with Alice and Bob' for a script with `[@name]` voices; 'the default narrator' for the
+    model's own default speaker."""
+    voices = getattr(request.plan, "voices", None) or {None: request.voice}
+    names = []
+    for voice in voices.values():
+        name = voice.name if voice is not None else "the default narrator"
+        if name not in names:
+            names.append(name)
+    return names[0] if len(names) == 1 else f"{names[0]}, with {', '.join(names[1:])}"
