@@ -295,7 +295,8 @@ class ChatService:
             result = await job.done
         except asyncio.CancelledError:
             if job.id not in self._ours and reader.backlog.find(item.message_id) is item and item.job is job:
-                reader.backlog.remove(item.message_id)  # /skip on a message still rendering
+                reader.backlog.remove(item.message_id)  # /skip on a message still rendering: heard in part
+                self._record(item, skipped=True)
             self._ours.discard(job.id)
             self._chat_jobs.discard(job.id)
             reader.wake.set()
@@ -374,7 +375,7 @@ class ChatService:
         # cleanup escapes every bracket that is not an emotion or a pause, so no `[@name]` reaches the parser
         raise UserError("voice switches are not read in chat")
 
-    def _record(self, item: Item) -> None:
+    def _record(self, item: Item, *, skipped: bool = False) -> None:
         """Remember a message that was heard (in the order heard), for /narrate status, logs and measurements."""
         request: SayRequest | None = item.meta.get("request")
         result = item.meta.get("result")
@@ -398,5 +399,6 @@ class ChatService:
                 "engine_first_audio_s": getattr(result, "timings", {}).get("first_audio_s"),
                 "audio_seconds": getattr(result, "audio_seconds", None),
                 "job_id": item.job.id if item.job else None,
+                "skipped": skipped,
             }
         )

@@ -29,10 +29,10 @@ ROLE = GUILD + 50
 _OPTION_TYPES = {str: 3, int: 4, bool: 5}
 
 
-def sub(name: str, **options: object) -> list[dict]:
+def sub(command: str, **options: object) -> list[dict]:
     """A subcommand with its options, as Discord sends them."""
     values = [{"name": k, "type": _OPTION_TYPES[type(v)], "value": v} for k, v in options.items()]
-    return [{"name": name, "type": 1, "options": values}]
+    return [{"name": command, "type": 1, "options": values}]
 
 
 async def run(narrator: Narrator, user: int, group: str, command: str, *, permissions: str | None = None, **options):
@@ -133,7 +133,7 @@ async def test_cleanup_cases_and_ignored_messages_through_the_real_path(chat: Na
     await bind(chat)
     changed = await run(chat, ALICE, "narrate", "settings", max_seconds=12, skip_prefix="~", announce_names=False)
     assert "Longest message: 12 s" in answer(changed), answer(changed)
-    await fake.post_message(GUILD, BOB, "beep boop", bot=True)
+    await fake.post_message(GUILD, 2999, "beep boop", bot=True)  # another bot (not a cached member)
     await fake.post_message(GUILD, BOB, "from a hook", webhook=True)
     await fake.post_message(GUILD, BOB, "quietly", flags=SUPPRESS_NOTIFICATIONS)
     await fake.post_message(GUILD, BOB, "~ not for reading")
