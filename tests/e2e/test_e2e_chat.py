@@ -20,7 +20,7 @@ from tests.fakediscord.harness import wait_until
 from tests.fakediscord.messages import MESSAGE_CONTENT, SUPPRESS_NOTIFICATIONS, TYPE_MEMBER_JOIN
 from tests.fakediscord.server import FakeDiscord
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio, pytest.mark.timeout(600)]
 log = logging.getLogger(__name__)
 
 GUILD = 3000  # the dev guild of `e2e_settings` (commands are synced there)
