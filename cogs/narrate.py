@@ -212,6 +212,12 @@ class NarrateCog(commands.GroupCog, group_name="narrate", group_description="Rea
         await self.chat.on_edit(chat_message(message), GuildNames(message.guild, message.mentions))
 
     @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        self.chat.clear(guild.id)
+        await self.config.forget_guild(guild.id)
+        self.bot.services.dictionary.forget_guild(guild.id)
+
+    @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
             self.chat.on_delete(payload.guild_id, payload.message_id)

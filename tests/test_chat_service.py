@@ -266,3 +266,22 @@ async def test_the_render_request_uses_the_voice_name_and_dictionary_of_the_auth
         assert await chat.request_for(item("||only a spoiler||", ALICE, 5)) is None
     finally:
         await db.close()
+
+
+@pytest.mark.asyncio
+async def test_leaving_a_guild_deletes_its_chat_data(services: Services) -> None:
+    config, rules = services.chat_config, services.dictionary
+    await config.bind(GUILD, CHANNEL, None)
+    await config.update(GUILD, skip_prefix="~")
+    await config.set_nickname(GUILD, ALICE, "Ali")
+    await rules.add(GUILD, None, "gg", "good game", False)
+    await rules.add(GUILD + 1, None, "gg", "kept elsewhere", False)
+    assert (await rules.for_member(GUILD, ALICE)).apply("gg").text == "good game"
+    await config.forget_guild(GUILD)
+    rules.forget_guild(GUILD)
+    fresh = ChatConfig(services.db)
+    assert await fresh.bound_channels(GUILD) == [] and await config.binding(GUILD, CHANNEL) is None
+    assert (await fresh.settings(GUILD)).skip_prefix == "!" and (await config.settings(GUILD)).skip_prefix == "!"
+    assert await fresh.nickname(GUILD, ALICE) is None
+    assert (await rules.for_member(GUILD, ALICE)).apply("gg").text == "gg"
+    assert [r.replacement for r in await rules.list(GUILD + 1, None)] == ["kept elsewhere"]

@@ -146,6 +146,16 @@ class ChatConfig:
             ]
         )
 
+    async def forget_guild(self, guild_id: int) -> None:
+        """The bot was removed from the guild: delete its chat settings, bindings, nicknames and dictionary."""
+        async with self.db.sessions.begin() as s:
+            await chat_db.forget_guild_chat(s, guild_id)
+        (await self._bindings()).pop(guild_id, None)
+        self._settings.pop(guild_id, None)
+        for key in [k for k in self._nicknames if k[0] == guild_id]:
+            del self._nicknames[key]
+        log.info("chat narration data of guild %s deleted (the bot left it)", guild_id)
+
     # -- nicknames ---------------------------------------------------------------------------------------------------
 
     async def nickname(self, guild_id: int, user_id: int) -> str | None:

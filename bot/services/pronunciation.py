@@ -65,6 +65,10 @@ class PronunciationService:
             self._cache.popitem(last=False)
         return dictionary
 
+    def forget_guild(self, guild_id: int) -> None:
+        """Drop the guild's compiled dictionaries (its rules were deleted with `ChatConfig.forget_guild`)."""
+        self._forget(guild_id, None)
+
     def _forget(self, guild_id: int, owner: int | None) -> None:
         for key in [k for k in self._cache if k[0] == guild_id and (owner is None or k[1] == owner)]:
             del self._cache[key]
