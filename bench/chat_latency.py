@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+log = logging.getLogger("chat_latency")
+
 GUILD, OWNER, MEMBER = 3000, 2000, 2002
 TEXTS = ["Hello there.", "How is everyone doing today?", "I will be right back.", "That was a great game!"]
 
@@ -94,12 +96,14 @@ async def one_message(fake, bot, chat, k: int, wait_until) -> dict:
 
     await wait_until(first_audible, 120, f"message {k}'s audio")
     packet = first_audible()
-    await wait_until(lambda: chat.now_speaking(GUILD) is None or chat.now_speaking(GUILD)[1], 120, "its render")
+    await wait_until(lambda: chat.now_speaking(GUILD) is None or chat.now_speaking(GUILD)[1], 300, "its render")
     bot.services.say.skip(GUILD)  # heard: on to the next one in a quiet channel
     await wait_until(lambda: len(chat.history) > heard_before, 30, f"message {k} to be heard")
     record = chat.history[-1]
     assert record["message_id"] == message.id
     await asyncio.sleep(0.3)
+    log.warning("message %d: first audible packet %.3f s after posting, engine first audio %.3f s", k,
+                packet.at - posted_at, record["engine_first_audio_s"] or 0.0)  # fmt: skip
     return {
         "latency_s": packet.at - posted_at,
         "engine_first_audio_s": record["engine_first_audio_s"],
