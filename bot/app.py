@@ -20,8 +20,8 @@ Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 
 What tests can rely on: a master's JSON sidecar names each identity by `voice-<voices.id>` for stored voices (a
 preset default narrator gets a random id); `bot.services` holds the services (`say`, `library`, `creation`,
-`guild_config`, `queue`, `workers`, `playback`, `consent`, `permissions`, `retention`);
-`bot.services.playback.source(guild_id)` is the guild's live
+`guild_config`, `queue`, `workers`, `playback`, `consent`, `permissions`, `retention`, `chat_config`,
+`dictionary`, `chat`); `bot.services.playback.source(guild_id)` is the guild's live
 `PCMStreamSource` (None before the first audio).
 """
 
@@ -41,6 +41,8 @@ from bot.jobs.worker import InferenceWorker
 from bot.narration.identity import DriftGuard
 from bot.narration.narrator import Narrator
 from bot.services import Services
+from bot.services.chat import ChatService
+from bot.services.chat_config import ChatConfig
 from bot.services.clip_intake import ClipIntake
 from bot.services.clips import ClipLimits
 from bot.services.consent import ConsentService
@@ -48,6 +50,7 @@ from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
 from bot.services.permissions import Permissions
+from bot.services.pronunciation import PronunciationService
 from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
@@ -97,7 +100,9 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
     workers = build_workers(settings, queue, engines)
     library = VoiceLibrary(db, settings, engines[0])
     guild_config = GuildConfig(db, settings)
-    say = SayService(settings, db, queue, workers, library, guild_config, playback)
+    dictionary = PronunciationService(db)
+    say = SayService(settings, db, queue, workers, library, guild_config, playback, dictionary)
+    chat_config = ChatConfig(db)
     return Services(
         settings=settings,
         db=db,
@@ -113,6 +118,9 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         consent=ConsentService(db, settings, library),
         permissions=Permissions(guild_config, queue, playback, say),
         retention=Retention(db, settings),
+        chat_config=chat_config,
+        dictionary=dictionary,
+        chat=ChatService(chat_config, dictionary, say, library, queue, playback),
     )
 
 

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INITIAL_EXTENSIONS = ("cogs.say", "cogs.voice", "cogs.voices", "cogs.settings", "cogs.admin")
+INITIAL_EXTENSIONS = (
+    "cogs.say",
+    "cogs.voice",
+    "cogs.voices",
+    "cogs.settings",
+    "cogs.admin",
+    "cogs.narrate",
+    "cogs.dictionary",
+)
 
 BACKGROUND_STOP_S = 5.0
 SORRY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
@@ -79,7 +87,10 @@ class NarratorBot(commands.Bot):
     services: Services
 
     def __init__(self, settings: Settings, *, sync_commands: bool = True, **options: Any) -> None:
-        intents = discord.Intents.default()  # guilds + voice_states: enough for slash commands and voice
+        # guilds + voice_states for slash commands and voice; guild messages + the privileged message content for
+        # chat narration (if Discord refuses the latter, `connect` goes on without it)
+        intents = discord.Intents.default()
+        intents.message_content = True
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -91,6 +102,30 @@ class NarratorBot(commands.Bot):
         self.settings = settings
         self.sync_commands = sync_commands
         self._background: set[asyncio.Task] = set()
+        self.message_content_refused = False  # Discord closed with 4014: the intent is off in the developer portal
+
+    @property
+    def reads_messages(self) -> bool:
+        """Whether message text reaches the bot (the Message Content intent was granted)."""
+        return self.intents.message_content
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """Connect with the Message Content intent; if Discord refuses it (close 4014, the intent is not enabled for
+        this application), connect again without it: slash commands work, chat narration says how to turn it on."""
+        try:
+            await super().connect(reconnect=reconnect)
+        except discord.PrivilegedIntentsRequired:
+            if not self.intents.message_content:
+                raise
+            log.warning(
+                "Discord refused the Message Content intent: chat narration cannot read messages. Enable it under "
+                "Bot > Privileged Gateway Intents in the developer portal, then restart. Starting without it."
+            )
+            self.message_content_refused = True
+            intents = self.intents
+            intents.message_content = False
+            self._connection._intents = intents  # what IDENTIFY sends; discord.py has no public setter
+            await super().connect(reconnect=reconnect)
 
     async def setup_hook(self) -> None:
         for extension in INITIAL_EXTENSIONS:

@@ -106,6 +106,7 @@ class Narrator:
         max_frames: int | None = None,
         keep_master: bool = True,
         max_job_seconds: float | None = None,
+        sidecar_extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[RenderEvent]:
         """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
         plan = self.plan(script, voices)
@@ -125,7 +126,8 @@ class Narrator:
             if not stop():
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id)
+        production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id,
+                                sidecar_extra=sidecar_extra)  # fmt: skip
         task = asyncio.ensure_future(self._compute(production.run))
         task.add_done_callback(lambda _: events.put_nowait(_END))
         raised = False

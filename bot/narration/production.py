@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,11 @@ class Production:
         emit: Callable[[RenderEvent], None],
         stop: Callable[[], bool],
         job_id: object | None = None,
+        sidecar_extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine, self.script, self.plan, self.options = engine, script, plan, options
         self.eta_store, self.emit, self.stop, self.job_id = eta_store, emit, stop, job_id
+        self.sidecar_extra = dict(sidecar_extra or {})  # e.g. the pronunciation rules that changed the script
         self.reports: list[SegmentReport] = []
         self.timings = {"model_s": 0.0, "guard_s": 0.0}
         self.samples_out = 0
@@ -326,6 +328,7 @@ class Production:
             "identities": identities,
             "segments": [vars(r) | {"identity": _identity_id(self.plan[r.index][1])} for r in self.reports],
             "timings": dict(self.timings),
+            **self.sidecar_extra,
         }
 
 

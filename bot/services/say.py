@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bot.jobs.worker import InferenceWorker
     from bot.services.guild_config import GuildConfig
     from bot.services.library import VoiceLibrary
+    from bot.services.pronunciation import PronunciationService
     from bot.settings import Settings
     from bot.voice.connections import Playback
     from db.engine import Database
@@ -64,6 +65,7 @@ class SayRequest:
     voice_lost: bool = False
     watching_resume: bool = False  # a check is pending on a voice connection that may be resuming
     predicted_s: float | None = None  # Smart ETA of the render (compute seconds), set by `prepare`
+    keep_master: bool = True  # False: stream only, no master on disk (chat narration)
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,8 +79,10 @@ class SayService:
         library: VoiceLibrary,
         guild_config: GuildConfig,
         playback: Playback,
+        dictionaries: PronunciationService | None = None,
     ) -> None:
         self.settings = settings
+        self.dictionaries = dictionaries  # the pronunciation dictionary, applied to scripts outside tags
         self.db = db
         self.queue = queue
         self.workers = workers
@@ -91,6 +95,7 @@ class SayService:
         # job id -> user id of recent renders: a render's audio may play on after its job ended, and /skip or /stop
         # must still know whose it is (bot.services.permissions).
         self.job_owners: dict[object, int] = {}
+        self.stop_hooks: list[Callable[[int], object]] = []  # told the guild id on /stop (chat drops its backlog)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -127,11 +132,31 @@ class SayService:
             max_pause_total_s=self.settings.max_pause_total_s,
             max_checkpoints=self.settings.max_checkpoints_per_script,
         )
+        plan = await self._pronounced(plan, guild_id, user_id, script, max_chars)
         self.queue.check_room(guild_id, user_id, workers=self._slots())
         request = SayRequest(guild_id, channel_id, user_id, script, plan, voice)
         request.predicted_s = self.predict_seconds(request)
         self._check_work(request)
         return request
+
+    async def _pronounced(self, plan: Any, guild_id: int, user_id: int, script: str, max_chars: int) -> Any:
+        """The plan with the pronunciation dictionary applied outside tags. The script as written was parsed first,
+        so error positions point into what the user typed; the rules that fired go into the sidecar."""
+        if self.dictionaries is None:
+            return plan
+        applied = (await self.dictionaries.for_member(guild_id, user_id)).apply(script)
+        if not applied.fired:
+            return plan
+        voices = plan.voices
+        try:
+            parsed = narrate.parse(applied.text, max(max_chars, 2 * len(script)), self.settings.max_pause_total_s)
+        except UserError:
+            raise UserError(
+                "Your script no longer reads after this server's pronunciation dictionary was applied; check the "
+                "rules with /dictionary list."
+            ) from None
+        notes = {"dictionary": {"original_script": script, "fired": [f.to_dict() for f in applied.fired]}}
+        return narrate.Plan(parsed, voices, notes)
 
     def _check_work(self, request: SayRequest) -> None:
         """Refuse, before queueing, a render that could not finish: more speech than one job may generate, or a
@@ -262,9 +287,8 @@ class SayService:
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
-        events = narrate.render(
-            worker.narrator, request.plan, job.cancel_event, request.render_id or 0, self.settings.max_job_audio_s
-        )
+        events = narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0,
+                                self.settings.max_job_audio_s, keep_master=request.keep_master)  # fmt: skip
         async for event in events:
             if isinstance(event, AudioChunk):
                 if "first_audio" not in request.stats:
@@ -280,6 +304,11 @@ class SayService:
         playback.end(guild_id, job.id)
         request.stats["render"] = time.monotonic() - started
         return result
+
+    async def stream(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
+        """Render `request` into its guild's voice stream as a job queued by another service (chat narration): the
+        /say render path without a render row or outcome messages; returns the production's `Finished`."""
+        return await self._render(job, worker, request, reporter)
 
     def _to_voice(self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter) -> None:
         if request.voice_lost or not pcm:
@@ -399,6 +428,8 @@ class SayService:
 
     def stop(self, guild_id: int) -> int:
         """Silence the guild and cancel all of its jobs; returns how many jobs were cancelled."""
+        for hook in self.stop_hooks:
+            hook(guild_id)
         self.playback.stop(guild_id)
         return len(self.queue.cancel_where(lambda j: j.guild_id == guild_id))
 
