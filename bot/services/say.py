@@ -282,8 +282,16 @@ class SayService:
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
     async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
+        try:
+            return await self._render_into_voice(job, worker, request, reporter)
+        finally:
+            # However the render ended (done, failed, timed out, cancelled, voice lost), its track in the guild's
+            # stream is closed: what was queued plays out, a partial frame is padded, and the next render follows.
+            self.playback.end(request.guild_id, job.id)
+
+    async def _render_into_voice(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter) -> Any:
         await self._mark(request, "running")
-        playback, guild_id = self.playback, request.guild_id
+        playback = self.playback
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
@@ -301,7 +309,6 @@ class SayService:
         if job.cancelled or result is None:
             return None  # stopped: nothing more may reach the voice channel
         self._to_voice(playback, request, job, upsampler.finish(), reporter)
-        playback.end(guild_id, job.id)
         request.stats["render"] = time.monotonic() - started
         return result
 
