@@ -292,7 +292,7 @@ class SayService:
     async def _render_into_voice(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter) -> Any:
         await self._mark(request, "running")
         playback = self.playback
-        upsampler = StereoUpsampler()
+        upsampler = StereoUpsampler(worker.narrator.engine.audio.sample_rate)  # the engine's rate, from its codec
         started = time.monotonic()
         result = None
         events = narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0,
