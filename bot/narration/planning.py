@@ -141,14 +141,20 @@ async def default_speaker(narrator: Narrator) -> str:
 
 
 async def render(
-    narrator: Narrator, plan: Plan, cancel: threading.Event, job_id: int = 0, max_job_seconds: float | None = None
+    narrator: Narrator,
+    plan: Plan,
+    cancel: threading.Event,
+    job_id: int = 0,
+    max_job_seconds: float | None = None,
+    route: str | None = None,
 ) -> AsyncIterator[RenderEvent]:
     """The production's events; `max_job_seconds` (NARRATOR_MAX_JOB_AUDIO_S) bounds the frames of the whole
-    render, drift-guard attempts included: spent with speech left, the render stops with a UserError."""
+    render, drift-guard attempts included: spent with speech left, the render stops with a UserError. `route`: the
+    guild id, so a remote engine keeps one guild's renders on one server."""
     voices = await identities(narrator, plan)
     try:
         async for event in narrator.render(
-            plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds
+            plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds, route=route
         ):
             yield event
     except FrameBudgetExceeded as exc:

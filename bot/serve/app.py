@@ -19,10 +19,10 @@ from aiohttp import web
 from bot.engine.protocol import Engine
 from bot.serve import engine_routes, routes, speech
 from bot.serve.audio import supported_formats
-from bot.serve.errors import AUTH, ApiError, error_middleware
+from bot.serve.errors import AUTH, ERROR, ApiError, error_middleware
 from bot.serve.metrics import Metrics
 from bot.serve.render import Renderer
-from bot.serve.state import ServeConfig, ServerState
+from bot.serve.state import STATE, ServeConfig, ServerState
 from bot.serve.voices import VoiceStore
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def build_app(engine: Engine, config: ServeConfig) -> web.Application:
     renderer = Renderer(engine, voices, metrics, max_streams=config.max_streams, max_new_tokens=config.max_new_tokens)
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[_metrics_middleware, error_middleware, _auth_middleware])  # fmt: skip
-    app["state"] = ServerState(config, renderer, voices, metrics, supported_formats(), started_at=time.time())
+    app[STATE] = ServerState(config, renderer, voices, metrics, supported_formats(), started_at=time.time())
     _routes(app)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
@@ -59,14 +59,14 @@ def _routes(app: web.Application) -> None:
 
 
 async def _start(app: web.Application) -> None:
-    state: ServerState = app["state"]
+    state: ServerState = app[STATE]
     await state.renderer.start()
     log.info("serving %s (formats: %s; %d stream slots)", ", ".join(state.renderer.model_ids()),
              ", ".join(state.formats), state.config.max_streams)  # fmt: skip
 
 
 async def _stop(app: web.Application) -> None:
-    state: ServerState = app["state"]
+    state: ServerState = app[STATE]
     state.renderer.closing.set()
     state.renderer.close()
     state.renderer.engine.close()
@@ -74,7 +74,7 @@ async def _stop(app: web.Application) -> None:
 
 @web.middleware
 async def _auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    keys = request.app["state"].config.api_keys
+    keys = request.app[STATE].config.api_keys
     if keys and request.path not in OPEN_PATHS:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -86,7 +86,7 @@ async def _auth_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def _metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
-    metrics: Metrics = request.app["state"].metrics
+    metrics: Metrics = request.app[STATE].metrics
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     status = 500
     try:
@@ -98,7 +98,7 @@ async def _metrics_middleware(request: web.Request, handler) -> web.StreamRespon
         raise
     finally:
         metrics.requests.labels(route, str(status)).inc()
-        error = request.get("error")
+        error = request.get(ERROR)
         if error is not None:
             metrics.errors.labels(error).inc()
 

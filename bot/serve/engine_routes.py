@@ -10,13 +10,13 @@ from aiohttp import web
 
 from bot.serve.errors import bad
 from bot.serve.speech import read_json
-from bot.serve.state import ServerState
+from bot.serve.state import STATE, ServerState
 
 MAX_XVECTOR_SECONDS = 120
 
 
 def _state(request: web.Request) -> ServerState:
-    return request.app["state"]
+    return request.app[STATE]
 
 
 async def info(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ INVALID = "invalid_request_error"
 AUTH = "authentication_error"
 OVERLOADED = "server_overloaded"
 SERVER = "server_error"
+ERROR = web.RequestKey("error", str)  # the error code of a refused request, for the metrics
 
 
 class ApiError(Exception):
@@ -61,17 +62,17 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         log.info("%s %s refused (%d): %s", request.method, request.path, exc.status, exc.message)
-        request["error"] = exc.code or exc.kind
+        request[ERROR] = exc.code or exc.kind
         return exc.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        request["error"] = f"http_{exc.status}"
+        request[ERROR] = f"http_{exc.status}"
         return from_http(exc).response()
     except (ConnectionResetError, ConnectionError):
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        request["error"] = SERVER
+        request[ERROR] = SERVER
         return ApiError(500, "The server failed on this request; it has been logged, please try again.",
                         kind=SERVER, code="internal_error").response()  # fmt: skip

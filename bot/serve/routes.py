@@ -11,11 +11,11 @@ from aiohttp import web
 from bot.serve.errors import ApiError, bad
 from bot.serve.metrics import CONTENT_TYPE
 from bot.serve.render import decode_clip
-from bot.serve.state import ServerState
+from bot.serve.state import STATE, ServerState
 
 
 def _state(request: web.Request) -> ServerState:
-    return request.app["state"]
+    return request.app[STATE]
 
 
 async def list_voices(request: web.Request) -> web.Response:

@@ -18,10 +18,10 @@ import numpy as np
 from aiohttp import web
 
 from bot.serve import audio as wire
-from bot.serve.errors import ApiError, bad
+from bot.serve.errors import ERROR, ApiError, bad
 from bot.serve.render import Job, Renderer
 from bot.serve.schemas import parse_speech
-from bot.serve.state import ServerState
+from bot.serve.state import STATE, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def admitted(state: ServerState):
 
 
 async def speech(request: web.Request) -> web.StreamResponse:
-    state: ServerState = request.app["state"]
+    state: ServerState = request.app[STATE]
     params = parse_speech(await read_json(request), max_input_chars=state.config.max_input_chars,
                           max_new_tokens=state.config.max_new_tokens, formats=state.formats)  # fmt: skip
     renderer: Renderer = state.renderer
@@ -82,6 +82,7 @@ async def _send(request: web.Request, state: ServerState, job: Job, fmt: str, st
         raise ApiError(500, "The engine produced no audio for this request.", kind="server_error", code="no_audio")
     state.metrics.first_audio.observe(time.perf_counter() - started)
     samples = 0
+    response: web.StreamResponse | None = None
     try:
         if stream is None and fmt not in ("pcm", "pcm_f32"):
             parts = [first] + [c async for c in chunks]
@@ -101,16 +102,18 @@ async def _send(request: web.Request, state: ServerState, job: Job, fmt: str, st
             await response.write(_done_event(job, samples, state))
         await response.write_eof()
         return response
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:  # the client left: stop rendering; aiohttp ignores a closed transport at the end
         gone["flag"] = True
-        raise
+        request[ERROR] = "client_gone"
+        if response is None:
+            raise
+        return response
     except ApiError as exc:
         gone["flag"] = True
-        if "response" not in locals() or not response.prepared:
+        if response is None or not response.prepared:
             raise
-        if await _fail_midstream(request, response, exc, stream):
-            return response
-        raise ConnectionResetError("render failed mid-stream") from exc
+        await _fail_midstream(request, response, exc, stream)
+        return response
     finally:
         gone["flag"] = True
         _account(state, started, samples, rate)
@@ -139,18 +142,17 @@ def _done_event(job: Job, samples: int, state: ServerState) -> bytes:
 
 
 async def _fail_midstream(request: web.Request, response: web.StreamResponse, exc: ApiError, stream: str | None,
-                          ) -> bool:  # fmt: skip
-    """True when the failure was told in the body (SSE); else the connection is cut."""
+                          ) -> None:  # fmt: skip
+    """SSE: a `speech.audio.error` event ends the body; raw audio: the connection is cut before its last chunk."""
     log.warning("%s failed after audio was sent: %s", request.path, exc.message)
-    request["error"] = exc.code or exc.kind
+    request[ERROR] = exc.code or exc.kind
     if stream == "sse":
         with contextlib.suppress(ConnectionError):
             await response.write(wire.sse_event({"type": "speech.audio.error", "error": exc.body()["error"]}))
             await response.write_eof()
-            return True
+            return
     if request.transport is not None:
         request.transport.close()  # no terminating chunk: the client sees an incomplete body
-    return False
 
 
 def _account(state: ServerState, started: float, samples: int, rate: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from bot.serve.metrics import Metrics
 
 
@@ -39,3 +41,6 @@ class ServerState:
     formats: tuple[str, ...]
     streams: int = 0
     started_at: float = field(default=0.0)
+
+
+STATE = web.AppKey("state", ServerState)

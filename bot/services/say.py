@@ -262,8 +262,14 @@ class SayService:
         upsampler = StereoUpsampler()
         started = time.monotonic()
         result = None
+        route = str(guild_id)  # a remote engine keeps a guild on one server
         events = narrate.render(
-            worker.narrator, request.plan, job.cancel_event, request.render_id or 0, self.settings.max_job_audio_s
+            worker.narrator,
+            request.plan,
+            job.cancel_event,
+            request.render_id or 0,
+            self.settings.max_job_audio_s,
+            route,
         )
         async for event in events:
             if isinstance(event, AudioChunk):

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakediscord import payloads
+from tests.fakediscord import payloads, shards
 from tests.fakediscord.messages import ChatMixin
 from tests.fakediscord.payloads import FakeGuild
 from tests.fakediscord.records import RateLimit, RestCall, SentInteraction
@@ -63,6 +63,7 @@ class FakeDiscord(ChatMixin):
         self.rate_limited: list[RestCall] = []
         self.voice_silent = False
         self.identifies = 0
+        self.recommended_shards = 1  # GET /gateway/bot's shard count
         self.resumes = 0
         self._seq = 0
         self._ids = itertools.count(500_000)
@@ -164,6 +165,8 @@ class FakeDiscord(ChatMixin):
         path, parts = call.path, call.path.strip("/").split("/")
         if path == "/users/@me":
             return payloads.user(APP_ID, bot=True)
+        if path == "/gateway/bot":
+            return shards.bot_gateway(self.gateway_url, self.recommended_shards)
         if path == "/oauth2/applications/@me":
             return {"id": str(APP_ID), "name": "narrator", "description": "", "icon": None, "bot_public": True,
                     "bot_require_code_grant": False, "owner": payloads.user(OWNER_ID), "verify_key": "00",
