@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.engine.local import LocalEngine  # noqa: E402
-from bot.engine.options import EngineOptions  # noqa: E402
-from bot.engine.protocol import SpeechRequest  # noqa: E402
-from bot.engine.remote import RemoteEngine, RemoteOptions  # noqa: E402
-from bot.serve.state import ServeConfig  # noqa: E402
-from tests.serving import ServerThread  # noqa: E402
+from bot.engine.local import LocalEngine
+from bot.engine.options import EngineOptions
+from bot.engine.protocol import SpeechRequest
+from bot.engine.remote import RemoteEngine, RemoteOptions
+from bot.serve.state import ServeConfig
+from tests.serving import ServerThread
 
 log = logging.getLogger("bench.serve")
 
