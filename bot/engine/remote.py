@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -39,6 +39,7 @@ class RemoteOptions:
     api_key: str | None = None
     read_timeout_s: float = 60.0  # longest silence inside one response
     down_for_s: float = 15.0  # a failed server is skipped this long
+    max_streams: int = 4  # renders this bot runs at once through this engine (its worker's slots)
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -63,7 +64,7 @@ class RemoteEngine:
         self._checkpoints: dict[str, CheckpointInfo] = {}
         self._started = False
         self.audio = vllm_omni.AUDIO
-        self.capabilities = Capabilities(speaker_encoder=False, voice_design=False)
+        self.capabilities = Capabilities(speaker_encoder=False, voice_design=False, max_streams=options.max_streams)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -106,7 +107,8 @@ class RemoteEngine:
         server.kind, self._kind = "vllm-omni", "vllm-omni"
         if self._info is None:
             self._info = {"custom_voice_model": models[0], "describe": {"device": "vllm-omni"}}
-            self.audio, self.capabilities = vllm_omni.AUDIO, vllm_omni.CAPABILITIES
+            self.audio = vllm_omni.AUDIO
+            self.capabilities = replace(vllm_omni.CAPABILITIES, max_streams=self.options.max_streams)
 
     def _adopt_narrator(self, server: Server, info: dict[str, Any]) -> None:
         server.kind, self._kind = "narrator", "narrator"
@@ -117,7 +119,7 @@ class RemoteEngine:
         caps = info["capabilities"]
         self.capabilities = Capabilities(
             speaker_encoder=caps["speaker_encoder"], voice_design=caps["voice_design"], seeds=caps["seeds"],
-            max_streams=caps["max_streams"] * len(self.pool.servers), notes=(*caps["notes"], "remote"),
+            max_streams=self.options.max_streams, notes=(*caps["notes"], "remote"),
         )  # fmt: skip
         checkpoint = CheckpointInfo(**{**info["checkpoint"], "speakers": tuple(info["checkpoint"]["speakers"]),
                                        "languages": tuple(info["checkpoint"]["languages"])})  # fmt: skip
