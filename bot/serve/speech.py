@@ -9,6 +9,7 @@ and mp3.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -87,7 +88,8 @@ async def _send(request: web.Request, state: ServerState, job: Job, fmt: str, st
         if stream is None and fmt not in ("pcm", "pcm_f32"):
             parts = [first] + [c async for c in chunks]
             samples = sum(len(p) for p in parts)
-            body = wire.encode_file(np.concatenate(parts), rate, fmt)
+            encode = (wire.encode_file, np.concatenate(parts), rate, fmt)  # off the loop: MP3/Opus take a while
+            body = await asyncio.get_running_loop().run_in_executor(None, *encode)
             return web.Response(body=body, content_type=wire.CONTENT_TYPES[fmt], headers=_headers(rate))
         response = _streaming(fmt, stream, rate)
         await response.prepare(request)
