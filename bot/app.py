@@ -62,7 +62,14 @@ log = logging.getLogger(__name__)
 
 
 def build_engines(settings: Settings) -> list[Engine]:
-    """One local engine per device (NARRATOR_DEVICE=auto: every visible GPU, else the CPU)."""
+    """NARRATOR_ENGINE_URLS set: one RemoteEngine (NARRATOR_REMOTE_WORKERS renders at once: its worker's slots);
+    else one local engine per device (NARRATOR_DEVICE=auto: every visible GPU, else the CPU)."""
+    if settings.engine_urls:
+        from bot.engine.remote import RemoteEngine, RemoteOptions
+
+        options = RemoteOptions(settings.engine_urls, settings.engine_kind, settings.engine_api_key,
+                                settings.engine_timeout_s, max_streams=settings.remote_workers)  # fmt: skip
+        return [RemoteEngine(options)]
     options = EngineOptions.from_settings(settings)
     return [LocalEngine(options.on(device)) for device in engine_devices(settings.device)]
 

@@ -83,7 +83,10 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         log.warning("could not send the error message for interaction %s", interaction.id, exc_info=True)
 
 
-class NarratorBot(commands.Bot):
+class NarratorBot(commands.AutoShardedBot):
+    """Sharded: NARRATOR_SHARD_COUNT / NARRATOR_SHARD_IDS let several processes each run a range of shards (unset:
+    Discord's recommended count, all in this process)."""
+
     services: Services
 
     def __init__(self, settings: Settings, *, sync_commands: bool = True, **options: Any) -> None:
@@ -91,6 +94,10 @@ class NarratorBot(commands.Bot):
         # chat narration (if Discord refuses the latter, `connect` goes on without it)
         intents = discord.Intents.default()
         intents.message_content = True
+        if settings.shard_count is not None:
+            options.setdefault("shard_count", settings.shard_count)
+        if settings.shard_ids is not None:
+            options.setdefault("shard_ids", list(settings.shard_ids))
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

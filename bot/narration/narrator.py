@@ -107,13 +107,19 @@ class Narrator:
         keep_master: bool = True,
         max_job_seconds: float | None = None,
         sidecar_extra: Mapping[str, Any] | None = None,
+        route: str | None = None,
     ) -> AsyncIterator[RenderEvent]:
         """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
         plan = self.plan(script, voices)
         # max_frames caps each segment; max_job_seconds the frames of the whole render (FrameBudgetExceeded once
         # spent, drift-guard attempts included).
         options = RenderOptions(
-            self.outputs_dir if keep_master else None, self.guard, self.fade_ms, max_frames, max_job_seconds
+            self.outputs_dir if keep_master else None,
+            self.guard,
+            self.fade_ms,
+            max_frames,
+            max_job_seconds,
+            route=route,
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()

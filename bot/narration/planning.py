@@ -156,13 +156,15 @@ async def render(
     max_job_seconds: float | None = None,
     *,
     keep_master: bool = True,
+    route: str | None = None,
 ) -> AsyncIterator[RenderEvent]:
     """The production's events; `max_job_seconds` (NARRATOR_MAX_JOB_AUDIO_S) bounds the frames of the whole
-    render, drift-guard attempts included: spent with speech left, the render stops with a UserError."""
+    render, drift-guard attempts included: spent with speech left, the render stops with a UserError. `route`: the
+    guild id, so a remote engine keeps one guild's renders on one server."""
     voices = await identities(narrator, plan)
     try:
         events = narrator.render(plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds,
-                                 keep_master=keep_master, sidecar_extra=plan.notes)  # fmt: skip
+                                 keep_master=keep_master, sidecar_extra=plan.notes, route=route)  # fmt: skip
         async for event in events:
             yield event
     except FrameBudgetExceeded as exc:

@@ -94,6 +94,7 @@ class RenderOptions:
     # drift-guard attempt (heard or not) together: run-on generations and re-samples cannot hold a worker until
     # the job timeout. None: no budget.
     max_job_seconds: float | None = None
+    route: str | None = None  # routing key handed to the engine (the guild id; a remote engine picks its server by it)
 
 
 class Production:
@@ -230,7 +231,7 @@ class Production:
         for attempt in range(retries + 1):
             report.seed, report.attempts = identity.seed + attempt * SEED_STRIDE, attempt + 1
             request = speech_request(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech),
-                                     latency_critical=self.samples_out == 0)  # fmt: skip
+                                     latency_critical=self.samples_out == 0, route=self.options.route)  # fmt: skip
             stream = self._timed(self.engine.stream(request, self.stop))
             held = _take(stream, probe_samples)
             self._check_stop()
@@ -333,7 +334,7 @@ class Production:
 
 
 def speech_request(text: str, identity: Identity, instruct: str | None, seed: int, max_frames: int,
-                   latency_critical: bool) -> SpeechRequest:  # fmt: skip
+                   latency_critical: bool, route: str | None = None) -> SpeechRequest:  # fmt: skip
     """What the engine needs of a locked identity: the timbre (model, speaker row or vector) and the language."""
     return SpeechRequest(
         text,
@@ -345,6 +346,7 @@ def speech_request(text: str, identity: Identity, instruct: str | None, seed: in
         seed=seed,
         max_frames=max_frames,
         latency_critical=latency_critical,
+        route=route,
     )
 
 

@@ -295,8 +295,9 @@ class SayService:
         upsampler = StereoUpsampler(worker.narrator.engine.audio.sample_rate)  # the engine's rate, from its codec
         started = time.monotonic()
         result = None
+        route = str(request.guild_id)  # a remote engine keeps a guild on one server
         events = narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0,
-                                self.settings.max_job_audio_s, keep_master=request.keep_master)  # fmt: skip
+                                self.settings.max_job_audio_s, keep_master=request.keep_master, route=route)  # fmt: skip
         async for event in events:
             if isinstance(event, AudioChunk):
                 if "first_audio" not in request.stats:
