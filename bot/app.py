@@ -32,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bot.client import NarratorBot
+from bot.client import NarratorBot, bot_for
 from bot.engine.local import LocalEngine
 from bot.engine.options import EngineOptions, engine_devices
 from bot.engine.protocol import Engine
@@ -142,7 +142,7 @@ async def open_bot(
         if interrupted:
             log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
-        bot = NarratorBot(settings, **client_options)
+        bot = bot_for(settings, **client_options)
         services = build_services(settings, db, engines or build_engines(settings), Playback(bot))
         services.retention.sweep_at_start()  # before any render can write: what a killed run left
         bot.services = services

@@ -83,7 +83,7 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         log.warning("could not send the error message for interaction %s", interaction.id, exc_info=True)
 
 
-class NarratorBot(commands.AutoShardedBot):
+class NarratorBot(commands.Bot):
     """Sharded: NARRATOR_SHARD_COUNT / NARRATOR_SHARD_IDS let several processes each run a range of shards (unset:
     Discord's recommended count, all in this process)."""
 
@@ -132,6 +132,8 @@ class NarratorBot(commands.AutoShardedBot):
             intents = self.intents
             intents.message_content = False
             self._connection._intents = intents  # what IDENTIFY sends; discord.py has no public setter
+            # The sharded client keeps the refused shards and would not IDENTIFY them again: launch them anew.
+            getattr(self, "_AutoShardedClient__shards", {}).clear()
             await super().connect(reconnect=reconnect)
 
     async def setup_hook(self) -> None:
@@ -196,3 +198,19 @@ class NarratorBot(commands.AutoShardedBot):
         except Exception:
             log.exception("service shutdown failed")
         await super().close()
+
+
+class ShardedNarratorBot(NarratorBot, commands.AutoShardedBot):
+    """The bot over a range of shards (NARRATOR_SHARD_COUNT / NARRATOR_SHARD_IDS), for deployments of several bot
+    processes. discord.py closes a sharded client when Discord refuses an intent (4014), so here the Message Content
+    intent cannot be dropped on the fly: enable it in the developer portal for chat narration, or the start fails
+    with the portal hint."""
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        await commands.AutoShardedBot.connect(self, reconnect=reconnect)
+
+
+def bot_for(settings: Settings, **options: Any) -> NarratorBot:
+    """A sharded bot when the settings name shards, else the single-connection one."""
+    sharded = settings.shard_count is not None or settings.shard_ids is not None
+    return (ShardedNarratorBot if sharded else NarratorBot)(settings, **options)

@@ -63,13 +63,13 @@ def test_shard_ids_outside_the_count_are_refused(env) -> None:
 def test_the_bot_is_sharded_as_configured() -> None:
     from discord.ext import commands
 
-    from bot.client import NarratorBot
+    from bot.client import bot_for
 
-    bot = NarratorBot(Settings(shard_count=4, shard_ids=(2, 3)))
+    bot = bot_for(Settings(shard_count=4, shard_ids=(2, 3)))
     assert isinstance(bot, commands.AutoShardedBot)
     assert bot.shard_count == 4 and list(bot.shard_ids) == [2, 3]
-    unsharded = NarratorBot(Settings())
-    assert unsharded.shard_count is None and unsharded.shard_ids is None  # Discord's recommendation
+    unsharded = bot_for(Settings())
+    assert not isinstance(unsharded, commands.AutoShardedBot)  # one connection; drops a refused intent on the fly
 
 
 def test_serve_arguments(capsys) -> None:

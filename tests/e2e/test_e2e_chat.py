@@ -245,7 +245,7 @@ async def test_a_refused_message_content_intent_still_starts_and_narrate_says_ho
     try:
         assert runner.bot.message_content_refused and not runner.bot.reads_messages
         assert fake_discord.identified_intents[0] & MESSAGE_CONTENT
-        assert not fake_discord.intents & MESSAGE_CONTENT
+        assert not fake_discord.intents & MESSAGE_CONTENT, fake_discord.identified_intents
         start = await run(runner, ALICE, "narrate", "start")
         assert "Message Content" in answer(start) and "developer portal" in answer(start)
         assert not await runner.bot.services.chat_config.bound_channels(GUILD)
