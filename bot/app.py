@@ -20,7 +20,8 @@ Contract of `open_bot` (keep it stable; tests/e2e rely on it):
 
 What tests can rely on: a master's JSON sidecar names each identity by `voice-<voices.id>` for stored voices (a
 preset default narrator gets a random id); `bot.services` holds the services (`say`, `library`, `creation`,
-`guild_config`, `queue`, `workers`, `playback`); `bot.services.playback.source(guild_id)` is the guild's live
+`guild_config`, `queue`, `workers`, `playback`, `consent`, `permissions`, `retention`, `chat_config`,
+`dictionary`, `chat`); `bot.services.playback.source(guild_id)` is the guild's live
 `PCMStreamSource` (None before the first audio).
 """
 
@@ -31,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bot.client import NarratorBot
+from bot.client import NarratorBot, bot_for
 from bot.engine.local import LocalEngine
 from bot.engine.options import EngineOptions, engine_devices
 from bot.engine.protocol import Engine
@@ -40,11 +41,17 @@ from bot.jobs.worker import InferenceWorker
 from bot.narration.identity import DriftGuard
 from bot.narration.narrator import Narrator
 from bot.services import Services
+from bot.services.chat import ChatService
+from bot.services.chat_config import ChatConfig
 from bot.services.clip_intake import ClipIntake
 from bot.services.clips import ClipLimits
+from bot.services.consent import ConsentService
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
+from bot.services.permissions import Permissions
+from bot.services.pronunciation import PronunciationService
+from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback
@@ -55,7 +62,14 @@ log = logging.getLogger(__name__)
 
 
 def build_engines(settings: Settings) -> list[Engine]:
-    """One local engine per device (NARRATOR_DEVICE=auto: every visible GPU, else the CPU)."""
+    """NARRATOR_ENGINE_URLS set: one RemoteEngine (NARRATOR_REMOTE_WORKERS renders at once: its worker's slots);
+    else one local engine per device (NARRATOR_DEVICE=auto: every visible GPU, else the CPU)."""
+    if settings.engine_urls:
+        from bot.engine.remote import RemoteEngine, RemoteOptions
+
+        options = RemoteOptions(settings.engine_urls, settings.engine_kind, settings.engine_api_key,
+                                settings.engine_timeout_s, max_streams=settings.remote_workers)  # fmt: skip
+        return [RemoteEngine(options)]
     options = EngineOptions.from_settings(settings)
     return [LocalEngine(options.on(device)) for device in engine_devices(settings.device)]
 
@@ -69,6 +83,7 @@ def build_workers(settings: Settings, queue: JobQueue, engines: Sequence[Engine]
             job_timeout_s=settings.job_timeout_s,
             name=f"w{index}",
             slots=engine.capabilities.max_streams,
+            stuck_step_s=settings.stuck_step_s,
         )
         worker.bind(
             Narrator(
@@ -92,6 +107,9 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
     workers = build_workers(settings, queue, engines)
     library = VoiceLibrary(db, settings, engines[0])
     guild_config = GuildConfig(db, settings)
+    dictionary = PronunciationService(db)
+    say = SayService(settings, db, queue, workers, library, guild_config, playback, dictionary)
+    chat_config = ChatConfig(db)
     return Services(
         settings=settings,
         db=db,
@@ -103,7 +121,13 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         creation=VoiceCreation(
             settings, library, queue, clips=ClipIntake(ClipLimits(max_seconds=settings.max_reference_seconds))
         ),
-        say=SayService(settings, db, queue, workers, library, guild_config, playback),
+        say=say,
+        consent=ConsentService(db, settings, library),
+        permissions=Permissions(guild_config, queue, playback, say),
+        retention=Retention(db, settings),
+        chat_config=chat_config,
+        dictionary=dictionary,
+        chat=ChatService(chat_config, dictionary, say, library, queue, playback),
     )
 
 
@@ -118,8 +142,9 @@ async def open_bot(
         if interrupted:
             log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
-        bot = NarratorBot(settings, **client_options)
+        bot = bot_for(settings, **client_options)
         services = build_services(settings, db, engines or build_engines(settings), Playback(bot))
+        services.retention.sweep_at_start()  # before any render can write: what a killed run left
         bot.services = services
         await services.start()
         try:

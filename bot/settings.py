@@ -64,6 +64,26 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = _env(name, "") or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _env_shards(name: str) -> tuple[int, ...] | None:
+    """`0,1,4-7` -> (0, 1, 4, 5, 6, 7); unset -> None."""
+    raw = _env(name)
+    if raw is None:
+        return None
+    shards: list[int] = []
+    try:
+        for part in raw.replace(" ", "").split(","):
+            low, _, high = part.partition("-")
+            shards.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise SettingsError(f"{name} must be shard numbers and ranges like 0,1 or 2-3, got {raw!r}") from None
+    return tuple(shards)
+
+
 def _env_ids(name: str) -> frozenset[int]:
     raw = _env(name, "") or ""
     try:
@@ -108,7 +128,7 @@ def _bounded_from_env(cls: type) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Settings:
-    discord_token: str | None = None
+    discord_token: str | None = field(default=None, repr=False)  # a secret: never in repr() or a log
     custom_voice_model: str = DEFAULT_CUSTOM_VOICE_MODEL
     voice_design_model: str = DEFAULT_VOICE_DESIGN_MODEL
     base_model: str = DEFAULT_BASE_MODEL
@@ -141,6 +161,22 @@ class Settings:
     max_buffered_seconds: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS", 30.0, 1, 3600, "seconds")
     max_buffered_seconds_total: float = bounded("NARRATOR_MAX_BUFFERED_SECONDS_TOTAL", 600.0, 1, 86400, "seconds")
     voice_idle_leave_s: float = bounded("NARRATOR_VOICE_IDLE_LEAVE_S", 600.0, 0, 86400, "seconds")  # 0 = stay
+    # Trust and data lifecycle (README: "Consent and privacy").
+    max_personal_voices: int = 5  # personal voices one member may have (every guild together)
+    retention_days: float = 30.0  # masters, sidecars and render rows older than this are deleted
+    outputs_max_bytes: int = 10 * 1024**3  # masters + sidecars beyond this are deleted, oldest first
+    min_free_bytes: int = 512 * 1024**2  # renders are refused while the outputs disk has less free than this
+    retention_interval_s: float = 3600.0  # how often the retention task runs
+    stuck_step_s: float = 120.0  # a compute step with no progress for this long is abandoned (worker restarted)
+    keep_guild_data: bool = False  # keep a guild's voices and clips after the bot is removed from it
+    # Remote engines and shards (README "Deployment").
+    engine_urls: tuple[str, ...] = ()  # speech servers to render on; empty: the local model
+    engine_kind: str = "auto"  # auto | narrator | vllm-omni
+    engine_api_key: str | None = None
+    engine_timeout_s: float = 60.0  # longest silence inside one remote response
+    remote_workers: int = 4  # renders this bot process runs at once on remote engines
+    shard_count: int | None = None  # None: Discord's recommended count (AutoShardedBot)
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -148,6 +184,55 @@ class Settings:
         self._check_bounds()
         self._check_choices()
         self._check_drift_guard()
+        self._check_lifecycle()
+        self._check_remote()
+        self._check_shards()
+
+    def __repr__(self) -> str:  # the dataclass repr would show DATABASE_URL's password
+        return f"Settings({', '.join(f'{k}={v}' for k, v in self.describe().items())})"
+
+    def _check_lifecycle(self) -> None:
+        # One place for the ranges of the lifecycle settings; a bad value stops `narrator run` with its variable.
+        for env, value, low, high, unit in (
+            ("NARRATOR_MAX_PERSONAL_VOICES", self.max_personal_voices, 0, 1000, "voices"),
+            ("NARRATOR_RETENTION_DAYS", self.retention_days, 0.01, 36_500, "days"),
+            ("NARRATOR_OUTPUTS_MAX_BYTES", self.outputs_max_bytes, 1024**2, 2**60, "bytes"),
+            ("NARRATOR_MIN_FREE_BYTES", self.min_free_bytes, 0, 2**60, "bytes"),
+            ("NARRATOR_RETENTION_INTERVAL_S", self.retention_interval_s, 1, 7 * 86_400, "seconds"),
+            ("NARRATOR_STUCK_STEP_S", self.stuck_step_s, 1, 86_400, "seconds"),
+        ):
+            integer = unit in ("voices", "bytes")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and (not integer or isinstance(value, int)) and low <= value <= high):
+                kind = "a whole number" if integer else "a number"
+                raise SettingsError(f"{env} must be {kind} from {low:g} to {high:g} {unit}, got {value!r}")
+
+    def _check_remote(self) -> None:
+        for url in self.engine_urls:
+            if not url.startswith(("http://", "https://")) or len(url) > 500:
+                raise SettingsError(f"NARRATOR_ENGINE_URLS must be http(s) URLs separated by commas, got {url!r}")
+        if len(self.engine_urls) > 64:
+            raise SettingsError(f"NARRATOR_ENGINE_URLS lists {len(self.engine_urls)} servers; at most 64")
+        if self.engine_kind not in ("auto", "narrator", "vllm-omni"):
+            raise SettingsError(f"NARRATOR_ENGINE_KIND must be auto, narrator or vllm-omni, got {self.engine_kind!r}")
+        if not (math.isfinite(self.engine_timeout_s) and 1.0 <= self.engine_timeout_s <= 3600.0):
+            raise SettingsError(f"NARRATOR_ENGINE_TIMEOUT_S must be 1-3600 seconds, got {self.engine_timeout_s!r}")
+        if not 1 <= self.remote_workers <= 256:
+            raise SettingsError(f"NARRATOR_REMOTE_WORKERS must be 1-256, got {self.remote_workers!r}")
+
+    def _check_shards(self) -> None:
+        if self.shard_count is not None and not 1 <= self.shard_count <= 4096:
+            raise SettingsError(f"NARRATOR_SHARD_COUNT must be 1-4096, got {self.shard_count!r}")
+        if self.shard_ids is None:
+            return
+        if self.shard_count is None:
+            raise SettingsError("NARRATOR_SHARD_IDS needs NARRATOR_SHARD_COUNT (the total over all bot processes)")
+        bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if bad or not self.shard_ids or len(set(self.shard_ids)) != len(self.shard_ids):
+            raise SettingsError(
+                f"NARRATOR_SHARD_IDS must be distinct shard numbers from 0 to {self.shard_count - 1} "
+                f"(e.g. 0,1 or 2-3), got {list(self.shard_ids)}"
+            )
 
     def _check_bounds(self) -> None:
         for f in fields(self):
@@ -216,6 +301,14 @@ class Settings:
             drift_threshold=_env_float("NARRATOR_DRIFT_THRESHOLD", DEFAULT_DRIFT_THRESHOLD),
             drift_retries=_env_int("NARRATOR_DRIFT_RETRIES", DEFAULT_DRIFT_RETRIES),
             drift_probe_seconds=_env_float("NARRATOR_DRIFT_PROBE_SECONDS", DEFAULT_DRIFT_PROBE_SECONDS),
+            **_lifecycle_from_env(),
+            engine_urls=_env_list("NARRATOR_ENGINE_URLS"),
+            engine_kind=_env("NARRATOR_ENGINE_KIND", "auto"),
+            engine_api_key=_env("NARRATOR_ENGINE_API_KEY"),
+            engine_timeout_s=_env_float("NARRATOR_ENGINE_TIMEOUT_S", 60.0),
+            remote_workers=_env_int("NARRATOR_REMOTE_WORKERS", 4),
+            shard_count=_env_int("NARRATOR_SHARD_COUNT", None),
+            shard_ids=_env_shards("NARRATOR_SHARD_IDS"),
         )
 
     def drift_guard_options(self) -> dict[str, float | int]:
@@ -235,7 +328,24 @@ class Settings:
         return self.discord_token
 
     def describe(self) -> dict[str, str]:
-        """The settings as strings for the start-up log, with the token hidden."""
+        """The settings as strings for the start-up log: the token hidden, DATABASE_URL's password masked."""
+        from db.engine import describe_url  # db imports nothing of bot; imported here so settings stay light
+
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["discord_token"] = "<set>" if self.discord_token else "<missing>"
+        shown["database_url"] = describe_url(self.database_url)
+        shown["engine_api_key"] = "<set>" if self.engine_api_key else "<none>"
         return shown
+
+
+def _lifecycle_from_env() -> dict[str, object]:
+    defaults = Settings.__dataclass_fields__
+    return {
+        "max_personal_voices": _env_int("NARRATOR_MAX_PERSONAL_VOICES", defaults["max_personal_voices"].default),
+        "retention_days": _env_float("NARRATOR_RETENTION_DAYS", defaults["retention_days"].default),
+        "outputs_max_bytes": _env_int("NARRATOR_OUTPUTS_MAX_BYTES", defaults["outputs_max_bytes"].default),
+        "min_free_bytes": _env_int("NARRATOR_MIN_FREE_BYTES", defaults["min_free_bytes"].default),
+        "retention_interval_s": _env_float("NARRATOR_RETENTION_INTERVAL_S", defaults["retention_interval_s"].default),
+        "stuck_step_s": _env_float("NARRATOR_STUCK_STEP_S", defaults["stuck_step_s"].default),
+        "keep_guild_data": _env_bool("NARRATOR_KEEP_GUILD_DATA", defaults["keep_guild_data"].default),
+    }

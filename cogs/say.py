@@ -9,6 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.services.acting import acting_roles
+from bot.services.permissions import Caller
 from bot.services.progress import NO_MENTIONS, InteractionReporter
 
 if TYPE_CHECKING:
@@ -40,12 +42,22 @@ class Say(commands.Cog):
         """Narrate a script with emotion tags in your voice channel and post the recording."""
         member = interaction.user
         target = channel or self.services.playback.caller_channel(member)
-        roles = {r.id for r in getattr(member, "roles", [])}
-        request = await self.services.say.prepare(
-            interaction.guild_id, interaction.channel_id, member.id, roles, script, voice
-        )
+        caller = await self._may_send_bot(interaction, target)
+        self.services.retention.check_free_space()
+        with acting_roles(caller.role_ids):  # voices restricted to a role are checked against the caller's
+            request = await self.services.say.prepare(
+                interaction.guild_id, interaction.channel_id, member.id, set(caller.role_ids), script, voice
+            )
         await interaction.response.defer(thinking=True)
         await self.services.say.submit(request, target, InteractionReporter(interaction))
+
+    async def _may_send_bot(self, interaction: discord.Interaction, target: VoiceLike) -> Caller:
+        """The caller may speak in `target` themselves, and may move the bot there if others listen elsewhere."""
+        caller = Caller.of(interaction)
+        permissions = self.services.permissions
+        permissions.check_channel_access(interaction.user, target)
+        await permissions.check_move(interaction.guild, caller, target)
+        return caller
 
     @say.autocomplete("voice")
     async def say_voice_autocomplete(self, interaction: discord.Interaction, current: str):
@@ -55,17 +67,19 @@ class Say(commands.Cog):
     @app_commands.command(name="stop")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:
-        """Stop speaking now and cancel every render queued in this server."""
-        cancelled = self.services.say.stop(interaction.guild_id)
-        await interaction.response.send_message(
-            f"Stopped. {cancelled} render(s) cancelled." if cancelled else "Stopped.", allowed_mentions=NO_MENTIONS
-        )
+        """Stop your renders (moderators: every render in this server)."""
+        result = await self.services.permissions.stop(interaction.guild_id, Caller.of(interaction))
+        if result.everyone:
+            text = f"Stopped. {result.cancelled} render(s) cancelled." if result.cancelled else "Stopped."
+        else:
+            text = f"Stopped your {result.cancelled} render(s)." if result.cancelled else "You have no render to stop."
+        await interaction.response.send_message(text, ephemeral=not result.everyone, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="skip")
     @app_commands.guild_only()
     async def skip(self, interaction: discord.Interaction) -> None:
-        """Skip the narration playing now; the next one in the queue starts."""
-        skipped = self.services.say.skip(interaction.guild_id)
+        """Skip the narration playing now (yours; moderators: anyone's); the next one in the queue starts."""
+        skipped = await self.services.permissions.skip(interaction.guild_id, Caller.of(interaction))
         await interaction.response.send_message("Skipped." if skipped else "Nothing is playing.", ephemeral=not skipped)
 
     @app_commands.command(name="queue")
@@ -80,6 +94,7 @@ class Say(commands.Cog):
     async def join(self, interaction: discord.Interaction, channel: VoiceLike | None = None) -> None:
         """Join your voice channel (or the one given)."""
         target = channel or self.services.playback.caller_channel(interaction.user)
+        await self._may_send_bot(interaction, target)
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.services.playback.connect(target)
         await interaction.followup.send(f"Joined {target.mention}.", ephemeral=True)
@@ -87,7 +102,8 @@ class Say(commands.Cog):
     @app_commands.command(name="leave")
     @app_commands.guild_only()
     async def leave(self, interaction: discord.Interaction) -> None:
-        """Stop and leave the voice channel."""
+        """Stop and leave the voice channel (moderators)."""
+        await self.services.permissions.check_leave(interaction.guild, Caller.of(interaction))
         self.services.say.stop(interaction.guild_id)
         left = await self.services.playback.leave(interaction.guild)
         await interaction.response.send_message(

@@ -1,4 +1,5 @@
-"""/settings show|max_script|role|default_voice|auto_leave: per-server options, for members who can manage it."""
+"""/settings show|max_script|role|manage_role|default_voice|auto_leave: per-server options, for members who can manage
+it."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ class SettingsCog(commands.GroupCog, group_name="settings", group_description="N
     async def role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
         """Require a role for /say."""
         await self._reply(interaction, required_role_id=role.id if role else None)
+
+    @app_commands.command(name="manage_role")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.describe(role="Members with this role may stop or skip anyone's render, move me and make me leave")
+    async def manage_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        """Let a role moderate narration (besides Manage Server / Move Members)."""
+        await self._reply(interaction, manage_role_id=role.id if role else None)
 
     @app_commands.command(name="default_voice")
     @app_commands.checks.has_permissions(manage_guild=True)

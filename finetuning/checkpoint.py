@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,15 @@ def load_trainer_state(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
         raise ValueError(f"{folder} has no {TRAINER_STATE}: it was saved with --no-save-optimizer and cannot resume")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint folder may come from anyone; unpickling arbitrary objects would run their code. The
+    # state holds only tensors, numbers, strings, lists, tuples and dicts, which the safe loader reads.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain values, so it is not loaded (it could run code); "
+            "resume only from checkpoints written by finetuning/sft_12hz.py"
+        ) from exc
 
 
 def load_talker_weights(folder: str | Path) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ class ScriptedEngine:
     model: str = "scripted/custom-voice"
     chunk_seconds: float = 0.08
     fail_with: Exception | None = None  # raised by the next stream(), like a model error
+    fail_after_chunks: int = 0  # with fail_with: raised after this many chunks of audio (a failure mid-render)
     compute_per_audio_s: float = 0.0  # synthetic speed: wall seconds spent per second of audio streamed (0: instant)
     started: bool = False
     requests: list[SpeechRequest] = field(default_factory=list)
@@ -61,16 +62,18 @@ class ScriptedEngine:
         with self._lock:
             self.requests.append(request)
             error, self.fail_with = self.fail_with, None
-        if error is not None:
+        if error is not None and not self.fail_after_chunks:
             raise error
         seconds = max(0.2, len(request.text) / CHARS_PER_SECOND)
         if request.max_frames:
             seconds = min(seconds, request.max_frames / self.audio.frame_rate)
         tone = _tone(_pitch(request), seconds)
         step = int(self.chunk_seconds * RATE)
-        for start in range(0, len(tone), step):
+        for index, start in enumerate(range(0, len(tone), step)):
             if stop():
                 return
+            if error is not None and index == self.fail_after_chunks:
+                raise error
             chunk = tone[start : start + step]
             if self.compute_per_audio_s:
                 time.sleep(self.compute_per_audio_s * len(chunk) / RATE)

@@ -46,8 +46,9 @@ async def test_open_bot_loads_every_cog_marks_interrupted_and_closes(
         assert set(bot.extensions) == set(INITIAL_EXTENSIONS)
         top = {c.name: c for c in bot.tree.get_commands()}
         assert {"say", "stop", "skip", "queue", "join", "leave", "voice", "voices", "settings"} <= set(top)
-        assert {c.name for c in top["voice"].commands} == {"lock", "unlock", "show", "list", "design"}
-        assert {c.name for c in top["voices"].commands} == {"register", "design", "remove"}
+        assert {c.name for c in top["voice"].commands} == {"lock", "unlock", "show", "list", "design", "delete", "consent",
+                                                          "mine", "revoke"}  # fmt: skip
+        assert {c.name for c in top["voices"].commands} == {"register", "design", "remove", "restrict"}
         assert top["voices"].default_permissions.manage_guild
         for command in top["voices"].commands:  # enforced locally too, not only as a sync-time hint
             assert command.checks, f"/voices {command.name} has no permission check"

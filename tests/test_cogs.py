@@ -106,7 +106,8 @@ async def test_say_outside_voice_is_a_private_hint_and_queues_nothing(bot) -> No
 
 @pytest.mark.asyncio
 async def test_malformed_say_is_refused_before_deferring(bot) -> None:
-    i = interaction(voice_channel=SimpleNamespace(id=7, mention="#voice"))
+    can_speak = SimpleNamespace(connect=True, speak=True)
+    i = interaction(voice_channel=SimpleNamespace(id=7, mention="#voice", permissions_for=lambda member: can_speak))
     await run(bot, "say", i, script="[Whispering hello", voice=None, channel=None)
     assert [kind for kind, *_ in i.log] == ["send"] and i.log[0][2] is True
     assert "character 1" in i.log[0][1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import discord
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -163,3 +164,51 @@ async def test_batched_local_engine_gives_each_render_its_own_audio(tiny_custom_
     engine.close()
     np.testing.assert_allclose(together_a, alone_a, atol=1e-5)
     np.testing.assert_allclose(together_b, alone_b, atol=1e-5)
+
+
+class _VoiceClientStandIn(discord.VoiceClient):
+    """Discord's voice connection, outside our control: connected, 'playing' whatever source it was handed."""
+
+    def __init__(self, guild) -> None:  # no gateway, no UDP
+        self._guild, self.played = guild, None
+
+    @property
+    def guild(self):
+        return self._guild
+
+    @property
+    def source(self):
+        return self.played
+
+    def is_connected(self) -> bool:
+        return True
+
+    def is_playing(self) -> bool:
+        return self.played is not None
+
+    def play(self, source, *, after=None, **options) -> None:
+        self.played = source
+
+    async def disconnect(self, *, force: bool = False) -> None:
+        self.played = None
+
+
+async def test_a_render_that_fails_mid_stream_releases_the_guild_and_the_next_is_heard(scripted) -> None:
+    from types import SimpleNamespace
+
+    from bot.voice.source import SILENCE
+
+    services, engine = scripted
+    guild = SimpleNamespace(id=GUILD)
+    guild.voice_client = _VoiceClientStandIn(guild)
+    services.playback.client = SimpleNamespace(get_guild=lambda _id: guild, guilds=[guild])
+    engine.fail_with, engine.fail_after_chunks = RuntimeError("device lost"), 2  # two chunks reach voice, then fails
+    assert await _say_failing(services)
+    await _say(services, ALICE, "Heard after the failure.")
+    source = guild.voice_client.played
+    source._pace_reads = False  # read as fast as the test likes (the player's 20 ms pacing is not under test)
+    frames = [source.read() for _ in range(200)]
+    audible = [f for f in frames if f != SILENCE]
+    # The failed render's 2 chunks (0.16 s = 8 frames) play out, then the next render's 1.6 s follow: nothing is stuck
+    # behind the failed render's partial frame.
+    assert len(audible) >= 8 + 70, len(audible)

@@ -17,14 +17,14 @@ def _s16(pcm: bytes) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 479, 480, 24_000, 24_001])
 def test_upsample_doubles_length_and_duplicates_channels(n: int) -> None:
     audio = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / 24_000)).astype(np.float32)
-    stereo = _s16(upsample_utterance(audio))
+    stereo = _s16(upsample_utterance(audio, 24_000))
     assert stereo.shape == (2 * n, 2)
     assert np.array_equal(stereo[:, 0], stereo[:, 1])
 
 
 def test_upsample_keeps_the_tone_and_level() -> None:
     t = np.arange(24_000) / 24_000
-    stereo = _s16(upsample_utterance((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)))
+    stereo = _s16(upsample_utterance((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 24_000))
     left = stereo[:, 0].astype(np.float64) / 32767
     spectrum = np.abs(np.fft.rfft(left))
     assert np.argmax(spectrum) * 48_000 / len(left) == pytest.approx(440, abs=2)
@@ -34,20 +34,20 @@ def test_upsample_keeps_the_tone_and_level() -> None:
 def test_upsample_clips_instead_of_wrapping() -> None:
     loud = np.full(2400, 3.0, dtype=np.float32)
     loud[::2] = -3.0  # full-scale square at Nyquist would ring; clipping must still saturate, never wrap
-    left = _s16(upsample_utterance(loud))[:, 0]
+    left = _s16(upsample_utterance(loud, 24_000))[:, 0]
     assert left.max() <= 32767 and left.min() >= -32767
-    flat = _s16(upsample_utterance(np.full(2400, 2.0, dtype=np.float32)))[:, 0]
+    flat = _s16(upsample_utterance(np.full(2400, 2.0, dtype=np.float32), 24_000))[:, 0]
     assert (flat[200:-200] == 32767).all()
 
 
 def test_streaming_upsample_equals_whole_utterance() -> None:
     rng = np.random.default_rng(0)
     audio = (0.2 * rng.standard_normal(10_000)).astype(np.float32)
-    up = StereoUpsampler()
+    up = StereoUpsampler(24_000)
     pieces = [up.push(audio[i : i + 1920]) for i in range(0, len(audio), 1920)] + [up.finish()]
     streamed = b"".join(pieces)
     assert len(streamed) == 2 * len(audio) * 4
-    assert np.abs(_s16(streamed).astype(int) - _s16(upsample_utterance(audio)).astype(int)).max() <= 1
+    assert np.abs(_s16(streamed).astype(int) - _s16(upsample_utterance(audio, 24_000)).astype(int)).max() <= 1
 
 
 def test_source_yields_exact_frames_then_pads_the_tail() -> None:

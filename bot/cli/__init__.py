@@ -25,6 +25,7 @@ HANDLERS = {
     "db": "bot.cli.db:main",
     "voices": "bot.cli.voices:main",
     "invite-url": "bot.cli.invite:main",
+    "serve": "bot.cli.serve:main",
 }
 
 
@@ -102,7 +103,13 @@ def _add_invite_url(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--application-id", help="the application id (default: read from DISCORD_TOKEN)")
 
 
-SUBCOMMANDS = (_add_run, _add_render, _add_db, _add_voices, _add_invite_url)
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from bot.cli.serve import add_parser  # argparse only: no torch, no aiohttp
+
+    add_parser(sub)
+
+
+SUBCOMMANDS = (_add_run, _add_render, _add_db, _add_voices, _add_invite_url, _add_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ class SpeechRequest:
     seed: int = 0
     max_frames: int = 0  # hard cap on code frames (frame_rate per second); 0: the engine's own length cap
     latency_critical: bool = True  # nothing is playing yet: small first chunks (else big ones, cheaper)
+    route: str | None = None  # routing key (the guild id): a remote engine sends one guild's renders to one server
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ thread-safe by the Engine contract). `worker.narrator` is the
 `Narrator` over this worker's engine, bound once by the composition root (`bot.app`). A job ends when its work returns,
 raises, is cancelled (`/stop`, `/skip`: the worker stops waiting at once, and the compute thread sees
 `job.cancel_event` at its next step) or runs past `job_timeout_s`.
+
+A job whose compute step makes no progress for `stuck_step_s` is reported with the step's stack and fails with
+`StuckStep` (a sentence the user sees); the worker moves to fresh compute threads, so the next step of any job runs on
+a new one. A thread cannot be killed: the stuck one is abandoned, and stops at its next step if it ever wakes (its job
+is cancelled). Progress is either signal: the job's cancel event was polled (the engine asks "should I stop?" before
+every frame), or the step's Python stack moved (a long step that polls nothing, e.g. a voice design, calls into torch
+all the time). A hung device call or a deadlock shows neither.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bot.errors import UserError
 from bot.jobs.queue import Job, JobQueue
 
 if TYPE_CHECKING:
@@ -34,6 +43,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 COMPUTE_NICE = 10
 CLOSE_WAIT_S = 5.0  # at shutdown, how long the running job may take to stop before the worker is torn down
+STUCK_POLL_S = 1.0  # how often a running step's progress is looked at
+STACK_DEPTH = 12  # frames compared (from the innermost) to tell a moving step from a stuck one
+
+
+class StuckStep(UserError):
+    """The model stopped making progress; the message is for the user."""
+
+
+class PolledEvent(threading.Event):
+    """A job's cancel event that counts how often it is polled: each poll is a sign of progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls = 0
+
+    def is_set(self) -> bool:
+        self.polls += 1
+        return super().is_set()
 
 
 def yield_cpu_to_voice() -> None:
@@ -54,7 +81,14 @@ _JOB: contextvars.ContextVar[Job | None] = contextvars.ContextVar("job", default
 
 class InferenceWorker:
     def __init__(
-        self, queue: JobQueue, *, device: str, job_timeout_s: float, name: str = "gpu0", slots: int = 1
+        self,
+        queue: JobQueue,
+        *,
+        device: str,
+        job_timeout_s: float,
+        name: str = "gpu0",
+        slots: int = 1,
+        stuck_step_s: float | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, got {slots}")
@@ -69,6 +103,10 @@ class InferenceWorker:
             max_workers=slots, thread_name_prefix=f"compute-{name}", initializer=yield_cpu_to_voice
         )
         self._in_thread: dict[int, set[concurrent.futures.Future]] = {}  # job id -> its steps still on a thread
+        self.stuck_step_s = stuck_step_s  # None: never judged stuck (the job timeout still applies)
+        self.threads_replaced = 0
+        self._step_threads: dict[int, int] = {}  # job id -> ident of the thread running its step now
+        self._step_counts: dict[int, int] = {}  # job id -> steps begun + ended (changes with every step)
         self._task: asyncio.Task | None = None
         self._jobs: set[asyncio.Task] = set()
 
@@ -115,13 +153,24 @@ class InferenceWorker:
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one blocking model step on one of this worker's compute threads."""
-        future = self._executor.submit(fn, *args)
         job = _JOB.get()
+        future = self._executor.submit(self._step, job.id if job is not None else None, fn, args)
         if job is not None:  # remembered until it ends, so a cancelled job's step is waited for before it is done
             steps = self._in_thread.setdefault(job.id, set())
             steps.add(future)
             future.add_done_callback(steps.discard)
         return await asyncio.wrap_future(future)
+
+    def _step(self, job_id: int | None, fn: Callable[..., T], args: tuple) -> T:
+        if job_id is not None:
+            self._step_threads[job_id] = threading.get_ident()
+            self._step_counts[job_id] = self._step_counts.get(job_id, 0) + 1
+        try:
+            return fn(*args)
+        finally:
+            if job_id is not None:
+                self._step_threads.pop(job_id, None)
+                self._step_counts[job_id] = self._step_counts.get(job_id, 0) + 1
 
     # -- the loop ----------------------------------------------------------------------------------------------------
 
@@ -153,6 +202,11 @@ class InferenceWorker:
             await asyncio.sleep(0.01)
 
     async def _run(self, job: Job) -> None:
+        if not isinstance(job.cancel_event, PolledEvent):  # count its polls (set already if cancelled meanwhile)
+            polled = PolledEvent()
+            if job.cancel_event.is_set():
+                polled.set()
+            job.cancel_event = polled
         if job.on_start is not None:
             try:
                 job.on_start(job)
@@ -161,6 +215,7 @@ class InferenceWorker:
         task = asyncio.get_running_loop().create_task(self._work(job), name=f"job-{job.id}")
         state, outcome = await self._supervise(job, task)
         await self._drain_steps(job)
+        self._step_counts.pop(job.id, None)
         self.queue.finish(job, state)
         self._resolve(job, outcome)
         log.info("job %s (%s, guild %s) ended: %s", job.id, job.label, job.guild_id, state)
@@ -172,10 +227,16 @@ class InferenceWorker:
     async def _supervise(self, job: Job, task: asyncio.Task) -> tuple[str, Any]:
         """Wait for the work, a cancel request or the deadline; returns (state, result or exception or None)."""
         cancel_waiter = asyncio.ensure_future(job.cancel_signal.wait())
+        stuck_waiter = asyncio.ensure_future(self._until_stuck(job))
         try:
-            await asyncio.wait({task, cancel_waiter}, timeout=self.job_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {task, cancel_waiter, stuck_waiter}, timeout=self.job_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             cancel_waiter.cancel()
+            stuck_waiter.cancel()
+        if stuck_waiter.done() and not stuck_waiter.cancelled() and not task.done() and not job.cancelled:
+            return await self._abandon_stuck(job, task)
         if job.cancelled or not task.done():
             timed_out = not job.cancelled
             job.cancel_event.set()
@@ -192,6 +253,56 @@ class InferenceWorker:
             log.error("job %s failed", job.id, exc_info=error)
             return "failed", error
         return "done", task.result()
+
+    # -- stuck steps -------------------------------------------------------------------------------------------------
+
+    def _progress_mark(self, job: Job) -> tuple | None:
+        """What changes while the job's step makes progress (None: no step of it runs, so nothing can be stuck)."""
+        ident = self._step_threads.get(job.id)
+        if ident is None:
+            return None
+        frame, stack = sys._current_frames().get(ident), []
+        while frame is not None and len(stack) < STACK_DEPTH:
+            stack.append((id(frame.f_code), frame.f_lasti))
+            frame = frame.f_back
+        return self._step_counts.get(job.id), getattr(job.cancel_event, "polls", 0), tuple(stack)
+
+    async def _until_stuck(self, job: Job) -> None:
+        """Returns once the job's compute step has shown no progress for `stuck_step_s` (never, if that is None)."""
+        if self.stuck_step_s is None:
+            await asyncio.Event().wait()
+        loop = asyncio.get_running_loop()
+        last, since = None, loop.time()
+        while True:
+            await asyncio.sleep(min(STUCK_POLL_S, self.stuck_step_s / 4))
+            mark = self._progress_mark(job)
+            if mark is None or mark != last:
+                last, since = mark, loop.time()
+            elif loop.time() - since >= self.stuck_step_s:
+                return
+
+    async def _abandon_stuck(self, job: Job, task: asyncio.Task) -> tuple[str, Any]:
+        frame = sys._current_frames().get(self._step_threads.get(job.id, -1))
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+        log.error("job %s (%s): its compute step made no progress for %g s; %s moves to fresh compute threads. "
+                  "The step's stack:\n%s", job.id, job.label, self.stuck_step_s, self.name, stack)  # fmt: skip
+        job.cancel_event.set()  # if the abandoned thread ever wakes, it stops at its next step
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        self._in_thread.pop(job.id, None)  # never waited for: it may not return
+        old, self._executor = (
+            self._executor,
+            ThreadPoolExecutor(
+                max_workers=self.slots, thread_name_prefix=f"compute-{self.name}", initializer=yield_cpu_to_voice
+            ),
+        )
+        old.shutdown(wait=False)  # other jobs' steps already there finish; their next steps go to the new threads
+        self.threads_replaced += 1
+        return "failed", StuckStep(
+            f"The voice model stopped making progress for {self.stuck_step_s:g} s, so I stopped this job; the next "
+            "one starts fresh. Please try again."
+        )
 
     @staticmethod
     def _resolve(job: Job, outcome: Any) -> None:

@@ -2,8 +2,10 @@
 
 File names are made of the UTC time, the job id (only if it is a plain id) and random hex: user text never becomes
 a path. The WAV is written chunk by chunk to a `.part` file as audio is produced (each chunk travels forward once)
-and renamed into place when the render finishes; a cancelled or failed render leaves nothing behind. All of this is
-blocking file I/O: it runs on the compute thread, never on the event loop.
+and renamed into place when the render finishes, after its sidecar is written (a master never lies without its
+sidecar); every file is fsynced before its rename, so a crash leaves the old state or the new, never a torn file. A
+cancelled or failed render leaves nothing behind; what a killed process leaves (`.part`, `.tmp`) `sweep_partial`
+removes at the next start. All of this is blocking file I/O: it runs on the compute thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -33,10 +35,65 @@ def master_stem(job_id: object | None, now: datetime | None = None) -> tuple[str
     return now.strftime("%Y-%m-%d"), "-".join(p for p in parts if p)
 
 
+PARTIAL_SUFFIXES = (
+    ".part",
+    ".tmp",
+)  # what an interrupted write leaves (`.x.wav.part`, `.x.json.1a2b.tmp`, `x.tmp.wav`)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=1, ensure_ascii=False))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def is_partial(path: Path) -> bool:
+    name = path.name
+    return name.endswith(PARTIAL_SUFFIXES) or ".tmp." in name
+
+
+def sweep_partial(folder: Path) -> int:
+    """Delete what interrupted writes left under `folder` (call at start, before any render runs); returns how many
+    files went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.rglob("*"):
+        if path.is_file() and is_partial(path):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError as exc:
+                log.warning("could not remove the partial file %s: %s", path, exc)
+    return removed
 
 
 class MasterWriter:
@@ -61,9 +118,17 @@ class MasterWriter:
             self.samples += len(audio)
 
     def finish(self, sidecar: dict[str, Any]) -> Path:
+        """Publish the master: its audio on disk, then its sidecar, then the rename that makes it a master (so a
+        failed sidecar leaves only the `.part`, which `abort` removes)."""
         self._file.close()
-        os.replace(self._part, self.path)
+        fsync_file(self._part)
         write_json_atomic(self.sidecar_path, {**sidecar, "master": self.path.name, "samples": self.samples})
+        try:
+            os.replace(self._part, self.path)
+        except BaseException:
+            self.sidecar_path.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -86,6 +151,7 @@ def export_master(wav_path: Path, fmt: str, out: Path | None = None) -> Path:
     audio, sr = sf.read(str(wav_path), dtype="float32")
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     sf.write(str(tmp), audio, sr, format=container, subtype=subtype)
+    fsync_file(tmp)
     os.replace(tmp, out)
     return out
 

@@ -109,13 +109,20 @@ class Narrator:
         max_frames: int | None = None,
         keep_master: bool = True,
         max_job_seconds: float | None = None,
+        sidecar_extra: Mapping[str, Any] | None = None,
+        route: str | None = None,
     ) -> AsyncIterator[RenderEvent]:
         """AudioChunk / Progress events as they happen, then one Finished (none when cancelled)."""
         plan = self.plan(script, voices)
         # max_frames caps each segment; max_job_seconds the frames of the whole render (FrameBudgetExceeded once
         # spent, drift-guard attempts included).
         options = RenderOptions(
-            self.outputs_dir if keep_master else None, self.guard, self.fade_ms, max_frames, max_job_seconds
+            self.outputs_dir if keep_master else None,
+            self.guard,
+            self.fade_ms,
+            max_frames,
+            max_job_seconds,
+            route=route,
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -132,7 +139,8 @@ class Narrator:
             if not stop():
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id)
+        production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id,
+                                sidecar_extra=sidecar_extra)  # fmt: skip
         task = asyncio.ensure_future(self._compute(production.run))
         task.add_done_callback(lambda _: events.put_nowait(_END))
         raised = False

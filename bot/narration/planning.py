@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Plan:
 
     script: Script
     voices: dict[str | None, repo.Voice | None]
+    notes: Mapping[str, Any] = field(default_factory=dict)  # extra facts for the master's sidecar (dictionary rules)
 
 
 def script_error_text(script: str, error: Exception) -> str:
@@ -61,12 +63,7 @@ async def plan(
 ) -> Plan:
     """Parse and resolve before anything is queued; bad input raises UserError (ScriptError, unknown voice, too
     many fine-tuned checkpoints...)."""
-    from bot.narration import ScriptError, parse_script
-
-    try:
-        parsed = parse_script(script, max_chars=max_chars, max_pause_total_s=max_pause_total_s)
-    except ScriptError as exc:
-        raise UserError(script_error_text(script, exc)) from None
+    parsed = parse(script, max_chars, max_pause_total_s)
     voices: dict[str | None, repo.Voice | None] = {None: voice}
     for name in parsed.voices:
         voices[name.lower()] = await resolve(name)
@@ -92,6 +89,17 @@ def check_checkpoints(voices: dict[str | None, repo.Voice | None], limit: int) -
 def speech_seconds(plan: Plan) -> float:
     """Estimated seconds of speech of a plan (pauses excluded: the parser bounds them)."""
     return sum(estimate_seconds(s.text) for s in plan.script.speeches)
+
+
+def parse(script: str, max_chars: int, max_pause_total_s: float | None = None) -> Script:
+    """The parsed script; a ScriptError becomes a UserError naming the position."""
+    from bot.narration import ScriptError, parse_script
+
+    limits = {} if max_pause_total_s is None else {"max_pause_total_s": max_pause_total_s}
+    try:
+        return parse_script(script, max_chars=max_chars, **limits)
+    except ScriptError as exc:
+        raise UserError(script_error_text(script, exc)) from None
 
 
 # -- on the worker ---------------------------------------------------------------------------------------------------
@@ -149,15 +157,23 @@ def segment_bounds(plan: Plan, frame_rate: float) -> list[float]:
 
 
 async def render(
-    narrator: Narrator, plan: Plan, cancel: threading.Event, job_id: int = 0, max_job_seconds: float | None = None
+    narrator: Narrator,
+    plan: Plan,
+    cancel: threading.Event,
+    job_id: int = 0,
+    max_job_seconds: float | None = None,
+    *,
+    keep_master: bool = True,
+    route: str | None = None,
 ) -> AsyncIterator[RenderEvent]:
     """The production's events; `max_job_seconds` (NARRATOR_MAX_JOB_AUDIO_S) bounds the frames of the whole
-    render, drift-guard attempts included: spent with speech left, the render stops with a UserError."""
+    render, drift-guard attempts included: spent with speech left, the render stops with a UserError. `route`: the
+    guild id, so a remote engine keeps one guild's renders on one server."""
     voices = await identities(narrator, plan)
     try:
-        async for event in narrator.render(
-            plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds
-        ):
+        events = narrator.render(plan.script, voices, job_id=job_id, cancel=cancel, max_job_seconds=max_job_seconds,
+                                 keep_master=keep_master, sidecar_extra=plan.notes, route=route)  # fmt: skip
+        async for event in events:
             yield event
     except FrameBudgetExceeded as exc:
         raise UserError(

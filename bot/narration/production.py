@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ class RenderOptions:
     # drift-guard attempt (heard or not) together: run-on generations and re-samples cannot hold a worker until
     # the job timeout. None: no budget.
     max_job_seconds: float | None = None
+    route: str | None = None  # routing key handed to the engine (the guild id; a remote engine picks its server by it)
 
 
 class Production:
@@ -109,9 +110,11 @@ class Production:
         emit: Callable[[RenderEvent], None],
         stop: Callable[[], bool],
         job_id: object | None = None,
+        sidecar_extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine, self.script, self.plan, self.options = engine, script, plan, options
         self.eta_store, self.emit, self.stop, self.job_id = eta_store, emit, stop, job_id
+        self.sidecar_extra = dict(sidecar_extra or {})  # e.g. the pronunciation rules that changed the script
         self.reports: list[SegmentReport] = []
         self.timings = {"model_s": 0.0, "guard_s": 0.0}
         self.samples_out = 0
@@ -230,7 +233,7 @@ class Production:
         for attempt in range(retries + 1):
             report.seed, report.attempts = identity.seed + attempt * SEED_STRIDE, attempt + 1
             request = speech_request(speech.text, identity, report.instruct, report.seed, self._frame_cap(speech),
-                                     latency_critical=self.samples_out == 0)  # fmt: skip
+                                     latency_critical=self.samples_out == 0, route=self.options.route)  # fmt: skip
             stream = self._timed(self.engine.stream(request, self.stop))
             held = _take(stream, probe_samples)
             self._check_stop()
@@ -326,11 +329,12 @@ class Production:
             "identities": identities,
             "segments": [vars(r) | {"identity": _identity_id(self.plan[r.index][1])} for r in self.reports],
             "timings": dict(self.timings),
+            **self.sidecar_extra,
         }
 
 
 def speech_request(text: str, identity: Identity, instruct: str | None, seed: int, max_frames: int,
-                   latency_critical: bool) -> SpeechRequest:  # fmt: skip
+                   latency_critical: bool, route: str | None = None) -> SpeechRequest:  # fmt: skip
     """What the engine needs of a locked identity: the timbre (model, speaker row or vector) and the language."""
     return SpeechRequest(
         text,
@@ -342,6 +346,7 @@ def speech_request(text: str, identity: Identity, instruct: str | None, seed: in
         seed=seed,
         max_frames=max_frames,
         latency_critical=latency_critical,
+        route=route,
     )
 
 

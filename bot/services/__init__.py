@@ -1,5 +1,6 @@
-"""The services the cogs call (say, voice library, voice creation, guild config), and `Services`, the record of
-them that `bot.app.build_services` fills in and the bot hands to its cogs."""
+"""The services the cogs call (say, voice library, voice creation, guild config, chat narration, pronunciation
+dictionary), and `Services`, the record of them that `bot.app.build_services` fills in and the bot hands to its
+cogs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from dataclasses import dataclass
 
 from bot.jobs.queue import JobQueue
 from bot.jobs.worker import InferenceWorker, start_workers
+from bot.services.chat import ChatService
+from bot.services.chat_config import ChatConfig
+from bot.services.consent import ConsentService
 from bot.services.creation import VoiceCreation
 from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
+from bot.services.permissions import Permissions
+from bot.services.pronunciation import PronunciationService
+from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback
@@ -29,6 +36,12 @@ class Services:
     guild_config: GuildConfig
     creation: VoiceCreation
     say: SayService
+    consent: ConsentService
+    permissions: Permissions
+    retention: Retention
+    chat_config: ChatConfig
+    dictionary: PronunciationService
+    chat: ChatService
 
     async def start(self) -> None:
         """Load and warm up every worker's engine, then start taking jobs."""
@@ -39,6 +52,7 @@ class Services:
     async def shutdown(self) -> None:
         """Cancel every job, stop the workers (waiting for their compute threads), leave voice, close the engines."""
         self.say.closing = True
+        await self.chat.close()
         self.queue.cancel_where(lambda job: True)
         for worker in self.workers:
             await worker.close()

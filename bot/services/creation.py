@@ -63,8 +63,19 @@ class VoiceCreation:
         return clip.audio, clip.sample_rate
 
     async def clone(
-        self, guild_id: int, admin_id: int, name: str, data: bytes, filename: str, transcript: str, consent: bool
+        self,
+        guild_id: int,
+        admin_id: int,
+        name: str,
+        data: bytes,
+        filename: str,
+        transcript: str,
+        consent: bool,
+        speaker_id: int | None = None,
     ) -> repo.Voice:
+        """Clone a library voice. `speaker_id`: the member whose voice it is; unless that is the registrant
+        (None means the registrant: "this is my voice"), the voice stays pending until they confirm it
+        (bot.services.consent)."""
         if not consent:
             raise UserError("Register a voice only with the speaker's consent: set `consent` to True to confirm it.")
         if not transcript.strip():
@@ -85,10 +96,16 @@ class VoiceCreation:
             model=self.settings.custom_voice_model,
             ref_clip_path=str(clip),
             transcript=transcript.strip(),
-            consent=True,
+            consent=speaker_id in (None, admin_id),
             timbre=vector_bytes(np.asarray(cloned.identity.vector, dtype=np.float32)),
         )
-        return await self.library.add(new)
+        try:
+            if speaker_id is None or speaker_id == admin_id:
+                return await self.library.add_own_clone(new)
+            return await self.library.add_pending_clone(new, speaker_id)
+        except BaseException:
+            self.library.delete_clips([str(clip)])  # no voice row points at it
+            raise
 
     # -- designing ---------------------------------------------------------------------------------------------------
 
@@ -98,6 +115,8 @@ class VoiceCreation:
             raise UserError("Describe the voice in 3 to 500 characters, e.g. `a warm, low male voice, calm and slow`.")
         scope = "personal" if personal else "guild"
         name = await self.library.ensure_free(guild_id, user_id, scope, name)
+        if personal:
+            await self.library.check_personal_room(user_id)
         designed = await self._on_worker(
             guild_id, user_id, "design", lambda w: narrate.design(w.narrator, description, name)
         )
@@ -138,4 +157,6 @@ def _write_wav_atomic(path, audio: np.ndarray, sample_rate: int) -> None:
 
     tmp = path.with_suffix(".tmp.wav")
     sf.write(str(tmp), audio, sample_rate, subtype="PCM_16")
+    with open(tmp, "rb+") as f:  # on disk before the rename makes it the clip (a crash leaves old or new, whole)
+        os.fsync(f.fileno())
     os.replace(tmp, path)

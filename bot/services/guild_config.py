@@ -35,10 +35,12 @@ class GuildConfig:
 
     def describe(self, gs: repo.GuildSettings) -> str:
         role = f"<@&{gs.required_role_id}>" if gs.required_role_id else "anyone"
+        moderators = "Manage Server / Move Members" + (f", or <@&{gs.manage_role_id}>" if gs.manage_role_id else "")
         return "\n".join(
             [
                 f"Max script length: {self.max_script_chars(gs)} characters",
-                f"Who may use /say: {role}",
+                f"Who may use /say and design or clone voices: {role}",
+                f"Who may stop or skip others' renders, move me or make me leave: {moderators}",
                 f"Default voice: {gs.default_voice or 'the model default'}",
                 f"Leave when alone: {'yes' if gs.auto_leave else 'no'}",
             ]

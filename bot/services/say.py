@@ -13,11 +13,12 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.durations import about
 from bot.errors import NotAllowed, QueueFull, UserError
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from bot.jobs.worker import InferenceWorker
     from bot.services.guild_config import GuildConfig
     from bot.services.library import VoiceLibrary
+    from bot.services.pronunciation import PronunciationService
     from bot.settings import Settings
     from bot.voice.connections import Playback
     from db.engine import Database
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 # very likely be stopped by the timeout after holding a worker for all of it.
 MAX_TIMEOUT_SHARE = 0.8
 FEED_PIECE_BYTES = BYTES_PER_SECOND  # audio goes to voice in pieces of at most 1 s, each waiting for room
+
+MAX_REMEMBERED_OWNERS = 1000
+MARK_ATTEMPTS = 4  # a locked database is retried (each try waits out SQLite's busy timeout first)
+MARK_RETRY_S = 2.0
+SYNTHETIC = "Synthetic speech (AI-generated)"
 
 
 @dataclass
@@ -59,6 +66,7 @@ class SayRequest:
     voice_lost: bool = False
     watching_resume: bool = False  # a check is pending on a voice connection that may be resuming
     predicted_s: float | None = None  # Smart ETA of the render (compute seconds), set by `prepare`
+    keep_master: bool = True  # False: stream only, no master on disk (chat narration)
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -72,8 +80,10 @@ class SayService:
         library: VoiceLibrary,
         guild_config: GuildConfig,
         playback: Playback,
+        dictionaries: PronunciationService | None = None,
     ) -> None:
         self.settings = settings
+        self.dictionaries = dictionaries  # the pronunciation dictionary, applied to scripts outside tags
         self.db = db
         self.queue = queue
         self.workers = workers
@@ -83,11 +93,25 @@ class SayService:
         self._tasks: set[asyncio.Task] = set()
         self._waiting: dict[int, tuple[Job, Reporter]] = {}  # queued renders, to update their position
         self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
+        # job id -> user id of recent renders: a render's audio may play on after its job ended, and /skip or /stop
+        # must still know whose it is (bot.services.permissions).
+        self.job_owners: dict[object, int] = {}
+        self.stop_hooks: list[Callable[[int], object]] = []  # told the guild id on /stop (chat drops its backlog)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # never "Task exception was never retrieved"
+            log.error("a /say background task failed", exc_info=task.exception())
+
+    def _remember_owner(self, job: Job) -> None:
+        self.job_owners[job.id] = job.user_id
+        while len(self.job_owners) > MAX_REMEMBERED_OWNERS:
+            self.job_owners.pop(next(iter(self.job_owners)))
 
     # -- validating (before defer) -----------------------------------------------------------------------------------
 
@@ -109,11 +133,31 @@ class SayService:
             max_pause_total_s=self.settings.max_pause_total_s,
             max_checkpoints=self.settings.max_checkpoints_per_script,
         )
+        plan = await self._pronounced(plan, guild_id, user_id, script, max_chars)
         self.queue.check_room(guild_id, user_id, workers=self._slots())
         request = SayRequest(guild_id, channel_id, user_id, script, plan, voice)
         request.predicted_s = self.predict_seconds(request)
         self._check_work(request)
         return request
+
+    async def _pronounced(self, plan: Any, guild_id: int, user_id: int, script: str, max_chars: int) -> Any:
+        """The plan with the pronunciation dictionary applied outside tags. The script as written was parsed first,
+        so error positions point into what the user typed; the rules that fired go into the sidecar."""
+        if self.dictionaries is None:
+            return plan
+        applied = (await self.dictionaries.for_member(guild_id, user_id)).apply(script)
+        if not applied.fired:
+            return plan
+        voices = plan.voices
+        try:
+            parsed = narrate.parse(applied.text, max(max_chars, 2 * len(script)), self.settings.max_pause_total_s)
+        except UserError:
+            raise UserError(
+                "Your script no longer reads after this server's pronunciation dictionary was applied; check the "
+                "rules with /dictionary list."
+            ) from None
+        notes = {"dictionary": {"original_script": script, "fired": [f.to_dict() for f in applied.fired]}}
+        return narrate.Plan(parsed, voices, notes)
 
     def _check_work(self, request: SayRequest) -> None:
         """Refuse, before queueing, a render that could not finish: more speech than one job may generate, or a
@@ -239,40 +283,47 @@ class SayService:
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
     async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
-        await self._mark(request, "running")
-        playback, guild_id = self.playback, request.guild_id
-        upsampler = StereoUpsampler()
-        started = time.monotonic()
-        result, segment, bounds = None, 0, None
-        events = narrate.render(
-            worker.narrator, request.plan, job.cancel_event, request.render_id or 0, self.settings.max_job_audio_s
-        )
         try:
-            async for event in events:
-                if isinstance(event, AudioChunk):
-                    if "first_audio" not in request.stats:
-                        request.stats["first_audio"] = time.monotonic() - started
-                    await self._to_voice(playback, request, job, upsampler.push(event.audio), reporter, event.made_at)
-                elif isinstance(event, Progress):
-                    if event.segment != segment:  # the audio from here on is the next segment's
-                        if bounds is None:  # the production has read the engine's format by its first event
-                            bounds = narrate.segment_bounds(request.plan, worker.narrator.engine.audio.frame_rate)
-                        segment = event.segment
-                        bound = bounds[segment - 1] if 0 < segment <= len(bounds) else 0.0
-                        playback.begin_segment(guild_id, job.id, bound, event.made_at)
-                    await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
-                elif isinstance(event, Finished):
-                    result = event
-            if job.cancelled or result is None:
-                return None  # stopped: nothing more may reach the voice channel
-            await self._to_voice(playback, request, job, upsampler.finish(), reporter)
-            request.stats["render"] = time.monotonic() - started
-            return result
+            return await self._render_into_voice(job, worker, request, reporter)
         finally:
-            # However the render ends (done, failed, timed out, cancelled, voice lost), the guild's stream must be
-            # released: what is queued plays out (a /stop or /skip has dropped it already) and the next render
-            # is heard. A job that never ended its tag would hold every later render behind it, in silence.
-            playback.end(guild_id, job.id)
+            # However the render ended (done, failed, timed out, cancelled, voice lost), its track in the guild's
+            # stream is closed: what was queued plays out, a partial frame is padded, and the next render follows.
+            self.playback.end(request.guild_id, job.id)
+
+    async def _render_into_voice(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter) -> Any:
+        await self._mark(request, "running")
+        playback = self.playback
+        upsampler = StereoUpsampler(worker.narrator.engine.audio.sample_rate)  # the engine's rate, from its codec
+        started = time.monotonic()
+        result, segment, bounds, guild_id = None, 0, None, request.guild_id
+        route = str(guild_id)  # a remote engine keeps a guild on one server
+        events = narrate.render(worker.narrator, request.plan, job.cancel_event, request.render_id or 0,
+                                self.settings.max_job_audio_s, keep_master=request.keep_master, route=route)  # fmt: skip
+        async for event in events:
+            if isinstance(event, AudioChunk):
+                if "first_audio" not in request.stats:
+                    request.stats["first_audio"] = time.monotonic() - started
+                await self._to_voice(playback, request, job, upsampler.push(event.audio), reporter, event.made_at)
+            elif isinstance(event, Progress):
+                if event.segment != segment:  # the audio from here on is the next segment's
+                    if bounds is None:  # the production has read the engine's format by its first event
+                        bounds = narrate.segment_bounds(request.plan, worker.narrator.engine.audio.frame_rate)
+                    segment = event.segment
+                    bound = bounds[segment - 1] if 0 < segment <= len(bounds) else 0.0
+                    playback.begin_segment(guild_id, job.id, bound, event.made_at)
+                await reporter.status(progress_line(event.segment, event.total, event.elapsed_s, event.eta_s))
+            elif isinstance(event, Finished):
+                result = event
+        if job.cancelled or result is None:
+            return None  # stopped: nothing more may reach the voice channel
+        await self._to_voice(playback, request, job, upsampler.finish(), reporter)
+        request.stats["render"] = time.monotonic() - started
+        return result
+
+    async def stream(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
+        """Render `request` into its guild's voice stream as a job queued by another service (chat narration): the
+        /say render path without a render row or outcome messages; returns the production's `Finished`."""
+        return await self._render(job, worker, request, reporter)
 
     async def _to_voice(
         self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter, made_at: float | None = None
@@ -323,6 +374,7 @@ class SayService:
             playback.end(request.guild_id, job.id)  # also when it never ran (cancelled while queued)
 
     async def _report(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
+        self._remember_owner(job)
         try:
             finished = await job.done
         except asyncio.CancelledError:
@@ -356,6 +408,8 @@ class SayService:
         return "Sorry, the render failed on my side. It has been logged; please try again."
 
     async def _deliver(self, request: SayRequest, finished: Any, reporter: Reporter) -> None:
+        """Post the master, saying it is synthetic and which voice spoke; the bookkeeping is attempted first, but
+        the user gets their recording even if the database is unusable now (`_mark` logs and retries)."""
         path = finished.master_path
         await self._mark(
             request,
@@ -367,23 +421,47 @@ class SayService:
         )
         limit = getattr(reporter, "filesize_limit", 10 * 1024 * 1024)
         attachment = await asyncio.to_thread(attachment_for, path, limit)  # named like the master (and its sidecar)
-        text = f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s."
+        text = (
+            f"Done: {finished.audio_seconds:.1f} s of audio in {request.stats.get('render', 0):.1f} s. "
+            f"{SYNTHETIC}, voice: {voices_spoken(request)}."
+        )
         if attachment is None:
             text += " The recording is too large to attach here, even as Opus; it is kept on the bot's disk."
         elif attachment.format != "wav":
             text += f" Attached as {attachment.format.upper()} to fit the upload limit."
         await reporter.done(text, attachment)
 
-    async def _mark(self, request: SayRequest, status: str, **values: Any) -> None:
+    async def _mark(self, request: SayRequest, status: str, **values: Any) -> bool:
+        """Record the render's state; a database error is logged and retried (a locked SQLite frees up), and never
+        raised: the user's answer must not depend on the bookkeeping. False if it could not be recorded now (then
+        it is retried in the background, so the row does not stay queued or running)."""
         if request.render_id is None:
-            return
-        async with self.db.sessions.begin() as s:
-            await repo.mark_render(s, request.render_id, status, **values)
+            return True
+        if await self._try_mark(request.render_id, status, values, attempts=1):
+            return True
+        if status not in ("queued", "running"):  # only the final state is retried: a late "running" must not win
+            self._spawn(self._try_mark(request.render_id, status, values, attempts=MARK_ATTEMPTS))
+        return False
+
+    async def _try_mark(self, render_id: int, status: str, values: dict[str, Any], *, attempts: int) -> bool:
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.db.sessions.begin() as s:
+                    await repo.mark_render(s, render_id, status, **values)
+                return True
+            except (SQLAlchemyError, OSError) as exc:
+                log.error("could not record render #%s as %s (try %d of %d): %s", render_id, status, attempt,
+                          attempts, exc)  # fmt: skip
+                if attempt < attempts:
+                    await asyncio.sleep(MARK_RETRY_S * attempt)
+        return False
 
     # -- stop, skip, queue -------------------------------------------------------------------------------------------
 
     def stop(self, guild_id: int) -> int:
         """Silence the guild and cancel all of its jobs; returns how many jobs were cancelled."""
+        for hook in self.stop_hooks:
+            hook(guild_id)
         self.playback.stop(guild_id)
         return len(self.queue.cancel_where(lambda j: j.guild_id == guild_id))
 
@@ -432,3 +510,15 @@ class SayService:
             await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
         except discord.HTTPException as exc:
             log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)
+
+
+def voices_spoken(request: SayRequest) -> str:
+    """'Reader', or 'Reader, with Alice and Bob' for a script with `[@name]` voices; 'the default narrator' for the
+    model's own default speaker."""
+    voices = getattr(request.plan, "voices", None) or {None: request.voice}
+    names = []
+    for voice in voices.values():
+        name = voice.name if voice is not None else "the default narrator"
+        if name not in names:
+            names.append(name)
+    return names[0] if len(names) == 1 else f"{names[0]}, with {', '.join(names[1:])}"

@@ -28,7 +28,6 @@ from bot.voice.tracks import BYTES_PER_SECOND, Track
 
 log = logging.getLogger(__name__)
 
-MODEL_SAMPLE_RATE = 24_000
 DISCORD_SAMPLE_RATE = 48_000
 CHANNELS = 2
 SAMPLE_BYTES = 2
@@ -62,7 +61,7 @@ class StereoUpsampler:
     so a loud sample saturates at +/-32767 instead of wrapping around.
     """
 
-    def __init__(self, in_rate: int = MODEL_SAMPLE_RATE, out_rate: int = DISCORD_SAMPLE_RATE) -> None:
+    def __init__(self, in_rate: int, out_rate: int = DISCORD_SAMPLE_RATE) -> None:
         import soxr
 
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
@@ -81,9 +80,9 @@ class StereoUpsampler:
         return self.to_stereo_s16(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
 
 
-def upsample_utterance(audio: np.ndarray) -> bytes:
-    """A whole 24 kHz mono utterance -> 48 kHz stereo s16le bytes (4 * 2 * N bytes)."""
-    upsampler = StereoUpsampler()
+def upsample_utterance(audio: np.ndarray, in_rate: int) -> bytes:
+    """A whole mono utterance at `in_rate` (the engine's, 24 kHz) -> 48 kHz stereo s16le bytes."""
+    upsampler = StereoUpsampler(in_rate)
     return upsampler.push(audio) + upsampler.finish()
 
 

@@ -139,6 +139,8 @@ async def test_voice_lock_then_say_uses_the_locked_identity(narrator: Narrator) 
 # 3 ---------------------------------------------------------------------------------------------------------------------
 async def test_voices_register_valid_corrupt_oversized_and_non_admin(narrator: Narrator) -> None:
     valid = await register(narrator, "Reader", "reader.wav", reference_clip())
+    # One upload per member is checked at a time (a second one meanwhile is asked to wait): send the next after it.
+    await wait_until(valid.answered, 90, f"an answer to interaction {valid.id}")
     corrupt = await register(narrator, "Broken", "broken.wav", b"RIFF" + bytes(400))
     oversized = await register(narrator, "Huge", "huge.wav", reference_clip(), size=10**9)
     denied = await register(narrator, "Sneaky", "sneaky.wav", reference_clip(), permissions=NO_PERMISSIONS,

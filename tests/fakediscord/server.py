@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakediscord import payloads
+from tests.fakediscord import payloads, shards
 from tests.fakediscord.messages import ChatMixin
 from tests.fakediscord.payloads import FakeGuild
 from tests.fakediscord.records import RateLimit, RestCall, SentInteraction
@@ -63,11 +63,13 @@ class FakeDiscord(ChatMixin):
         self.rate_limited: list[RestCall] = []
         self.voice_silent = False
         self.identifies = 0
+        self.recommended_shards = 1  # GET /gateway/bot's shard count
         self.resumes = 0
         self._seq = 0
         self._ids = itertools.count(500_000)
         self._ssrcs = itertools.count(101)
-        self._gateway: web.WebSocketResponse | None = None
+        self._gateway: web.WebSocketResponse | None = None  # the last connected (the only one unless sharded)
+        self._shards: dict[int, tuple[web.WebSocketResponse, int]] = {}  # shard id -> (connection, shard count)
         self._voice: dict[int, _VoiceConnection] = {}  # guild id -> the bot's live voice websocket
         self._closed_voice: dict[int, _VoiceConnection] = {}  # guild id -> the last one closed (for RESUME)
         self._interactions = itertools.count(7000)
@@ -164,6 +166,8 @@ class FakeDiscord(ChatMixin):
         path, parts = call.path, call.path.strip("/").split("/")
         if path == "/users/@me":
             return payloads.user(APP_ID, bot=True)
+        if path == "/gateway/bot":
+            return shards.bot_gateway(self.gateway_url, self.recommended_shards)
         if path == "/oauth2/applications/@me":
             return {"id": str(APP_ID), "name": "narrator", "description": "", "icon": None, "bot_public": True,
                     "bot_require_code_grant": False, "owner": payloads.user(OWNER_ID), "verify_key": "00",
@@ -206,11 +210,12 @@ class FakeDiscord(ChatMixin):
         return web.Response(body=data, headers={"Content-Type": "application/octet-stream"})
 
     # -- gateway -------------------------------------------------------------------------------------------------------
-    async def dispatch(self, event: str, data: dict) -> None:
-        """Send one op 0 event to the bot on the live gateway connection."""
-        assert self._gateway is not None, "the bot is not connected to the gateway"
+    async def dispatch(self, event: str, data: dict, ws: web.WebSocketResponse | None = None) -> None:
+        """Send one op 0 event to the bot: on `ws`, else on the connection of the event's guild's shard."""
+        ws = ws or shards.connection_for(self._shards, event, data) or self._gateway
+        assert ws is not None, "the bot is not connected to the gateway"
         self._seq += 1
-        await self._gateway.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+        await ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
 
     async def _gateway_ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None)
@@ -222,29 +227,33 @@ class FakeDiscord(ChatMixin):
                 continue
             data = json.loads(msg.data)
             self.gateway_ops.append(data)
-            await self._on_gateway_op(data)
+            await self._on_gateway_op(data, ws)
         return ws
 
-    async def _on_gateway_op(self, data: dict) -> None:
+    async def _on_gateway_op(self, data: dict, ws: web.WebSocketResponse) -> None:
         op = data["op"]
         if op == 1:
-            await self._gateway.send_json({"op": 11})
+            await ws.send_json({"op": 11})
         elif op == 2 and not await self._check_identify(data["d"]):
             self.identifies += 1
-            await self._ready()
+            shard, count = data["d"].get("shard") or (0, 1)
+            self._shards[shard] = (ws, count)
+            await self._ready(ws, shard, count)
         elif op == 6:
             self.resumes += 1
-            await self.dispatch("RESUMED", {})
+            await self.dispatch("RESUMED", {}, ws)
         elif op == 4:
             await self._voice_state_update(data["d"])
 
-    async def _ready(self) -> None:
+    async def _ready(self, ws: web.WebSocketResponse, shard: int = 0, count: int = 1) -> None:
+        """READY and GUILD_CREATE for the guilds of this connection's shard (all of them when not sharded)."""
+        guilds = [g for g in self.guilds.values() if shards.shard_of(g.id, count) == shard]
         await self.dispatch("READY", {
-            "v": 10, "user": payloads.user(APP_ID, bot=True), "session_id": "gateway-session",
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-            "resume_gateway_url": self.gateway_url, "application": {"id": str(APP_ID), "flags": 0}})  # fmt: skip
-        for guild in self.guilds.values():
-            await self.dispatch("GUILD_CREATE", guild.to_dict(APP_ID))
+            "v": 10, "user": payloads.user(APP_ID, bot=True), "session_id": f"gateway-session-{shard}",
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds], "shard": [shard, count],
+            "resume_gateway_url": self.gateway_url, "application": {"id": str(APP_ID), "flags": 0}}, ws)  # fmt: skip
+        for guild in guilds:
+            await self.dispatch("GUILD_CREATE", guild.to_dict(APP_ID), ws)
 
     async def _voice_state_update(self, data: dict) -> None:
         """Op 4 from the bot (snowflakes arrive as ints): echo its voice state, and a voice server when joining."""
