@@ -186,6 +186,15 @@ class _VoiceClientStandIn(discord.VoiceClient):
     def is_playing(self) -> bool:
         return self.played is not None
 
+    def is_paused(self) -> bool:  # idle voice pauses the player; this stand-in's player never pauses
+        return False
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
     def play(self, source, *, after=None, **options) -> None:
         self.played = source
 
