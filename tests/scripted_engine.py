@@ -30,12 +30,14 @@ class ScriptedEngine:
     fail_with: Exception | None = None  # raised by the next stream(), like a model error
     fail_after_chunks: int = 0  # with fail_with: raised after this many chunks of audio (a failure mid-render)
     compute_per_audio_s: float = 0.0  # synthetic speed: wall seconds spent per second of audio streamed (0: instant)
+    shared_compute: bool = False  # the streams share one device: each is as many times slower as streams run at once
     started: bool = False
     requests: list[SpeechRequest] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     audio: AudioFormat = field(default_factory=lambda: AudioFormat(RATE, 1920, 12.5))
     capabilities: Capabilities = field(default_factory=lambda: Capabilities(True, True, notes=("scripted",)))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _streaming: int = 0
 
     @property
     def custom_voice_model(self) -> str:
@@ -69,15 +71,22 @@ class ScriptedEngine:
             seconds = min(seconds, request.max_frames / self.audio.frame_rate)
         tone = _tone(_pitch(request), seconds)
         step = int(self.chunk_seconds * RATE)
-        for index, start in enumerate(range(0, len(tone), step)):
-            if stop():
-                return
-            if error is not None and index == self.fail_after_chunks:
-                raise error
-            chunk = tone[start : start + step]
-            if self.compute_per_audio_s:
-                time.sleep(self.compute_per_audio_s * len(chunk) / RATE)
-            yield chunk
+        with self._lock:
+            self._streaming += 1
+        try:
+            for index, start in enumerate(range(0, len(tone), step)):
+                if stop():
+                    return
+                if error is not None and index == self.fail_after_chunks:
+                    raise error
+                chunk = tone[start : start + step]
+                if self.compute_per_audio_s:
+                    sharing = self._streaming if self.shared_compute else 1
+                    time.sleep(self.compute_per_audio_s * sharing * len(chunk) / RATE)
+                yield chunk
+        finally:
+            with self._lock:
+                self._streaming -= 1
 
     def xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
         self._record("xvector")

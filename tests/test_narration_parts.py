@@ -162,6 +162,18 @@ def test_eta_store_moving_average_persists(tmp_path):
     assert list(path.parent.iterdir()) == [path]  # no temp files left
 
 
+def test_eta_store_keeps_one_speed_per_batch_load_and_borrows_the_nearest(tmp_path):
+    store = EtaStore(tmp_path / "eta.json")
+    store.update("m|cuda", 0.1)  # alone on the device
+    store.update("m|cuda", 0.4, load=7)  # one of 7 rows (bucket 8)
+    again = EtaStore(tmp_path / "eta.json")
+    assert again.rate("m|cuda") == pytest.approx(0.1) and again.rate("m|cuda", 1) == pytest.approx(0.1)
+    assert again.rate("m|cuda", 5) == pytest.approx(0.4)  # 5 rows: bucket 8
+    assert again.rate("m|cuda", 2) == pytest.approx(0.1)  # bucket 2: nearer to 1 than to 8
+    assert again.rate("m|cuda", 32) == pytest.approx(0.4)  # never measured: the nearest load measured
+    assert again.rate("other|cuda", 8) is None
+
+
 def test_eta_store_ignores_a_corrupt_file(tmp_path):
     path = tmp_path / "eta.json"
     path.write_text("{not json")

@@ -69,6 +69,7 @@ class Narrator:
         self.fade_ms = fade_ms
         self._executor: ThreadPoolExecutor | None = None
         self._compute = compute if compute is not None else self._own_thread
+        self._rendering = 0  # renders in progress: the rows sharing the engine's decode step (the ETA's load)
 
     async def _own_thread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -140,9 +141,11 @@ class Narrator:
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
         production = Production(self.engine, script, plan, options, self.eta_store, emit, stop, job_id,
-                                sidecar_extra=sidecar_extra)  # fmt: skip
+                                sidecar_extra=sidecar_extra, load=lambda: self._rendering)  # fmt: skip
+        self._rendering += 1
         task = asyncio.ensure_future(self._compute(production.run))
         task.add_done_callback(lambda _: events.put_nowait(_END))
+        task.add_done_callback(self._rendered)
         raised = False
         try:
             while (event := await _next_event(events, stop)) is not _END:
@@ -159,11 +162,21 @@ class Narrator:
             if not raised:  # an error the caller already got is not "abandoned": no second report with a traceback
                 task.add_done_callback(_retrieve)  # a late error of an abandoned production is logged, not lost
 
+    def _rendered(self, _task: asyncio.Future) -> None:
+        self._rendering -= 1  # when the production ends (on the loop), not when its consumer stops listening
+
+    def load(self) -> int:
+        """The rows a render started now would share the decode step with, itself included (at most the engine's
+        rows: past them it waits for a row, and then runs at a full batch)."""
+        return max(1, min(self._rendering + 1, self.engine.capabilities.max_streams))
+
     def predict_seconds(self, script: Script) -> float:
         """Smart ETA before rendering: predicted compute seconds from the text and the stored speed of this model on
-        this device (first call reads the small ETA file; a first guess of real time when nothing was measured)."""
+        this device at the current load (first call reads the small ETA file; a first guess of real time when nothing
+        was measured)."""
         units = sum(estimate_seconds(s.text) for s in script.speeches)
-        return RenderEta(units, self.eta_store.rate(eta_key(self.engine.describe()))).remaining_s(0.0, 0.0)
+        rate = self.eta_store.rate(eta_key(self.engine.describe()), self.load())
+        return RenderEta(units, rate).remaining_s(0.0, 0.0)
 
     # -- identities --------------------------------------------------------------------------------------------------
 

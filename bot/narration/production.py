@@ -111,8 +111,11 @@ class Production:
         stop: Callable[[], bool],
         job_id: object | None = None,
         sidecar_extra: Mapping[str, Any] | None = None,
+        load: Callable[[], int] = lambda: 1,
     ) -> None:
         self.engine, self.script, self.plan, self.options = engine, script, plan, options
+        self.load = load  # renders sharing the engine now (this one included): the ETA's speed is kept per load
+        self.loads: list[int] = []  # `load()` at the start and at each progress step: the render's mean load
         self.eta_store, self.emit, self.stop, self.job_id = eta_store, emit, stop, job_id
         self.sidecar_extra = dict(sidecar_extra or {})  # e.g. the pronunciation rules that changed the script
         self.reports: list[SegmentReport] = []
@@ -135,7 +138,8 @@ class Production:
         self.rate, self.frame_rate = audio.sample_rate, audio.frame_rate  # Hz of every chunk, master and sidecar
         self.joiner = Joiner(max(1, int(self.options.fade_ms * self.rate / 1000)))
         key = eta_key(self.engine.describe())
-        self.eta = RenderEta(sum(self.units), self.eta_store.rate(key))
+        self.loads.append(self.load())
+        self.eta = RenderEta(sum(self.units), self.eta_store.rate(key, self.loads[0]))
         # The speed is measured from here: a checkpoint load above is not generation and must not skew the ETA.
         self.generation_started = time.perf_counter()
         try:
@@ -178,6 +182,7 @@ class Production:
         per_unit = self.finished_audio_s / self.finished_units if self.finished_units > 0 else 1.0
         done = sum(self.units[:index]) + min(self.units[index] * 0.95, segment_audio_s / max(per_unit, 1e-6))
         now = time.perf_counter()
+        self.loads.append(self.load())
         eta = self.eta.remaining_s(done, now - self.generation_started)
         self._last_progress = now
         self.emit(Progress(self.speech_ordinal[index], self.speech_total, now - self.started, eta, self.lock_scores()))
@@ -305,7 +310,8 @@ class Production:
         self.timings["total_s"] = now - self.started
         units = sum(self.units)
         if units > 0:  # the speed of generation alone (no checkpoint load), as the next render's ETA assumes
-            self.eta_store.update(key, max(now - self.generation_started, 1e-6) / units)
+            mean_load = sum(self.loads) / len(self.loads)
+            self.eta_store.update(key, max(now - self.generation_started, 1e-6) / units, mean_load)
         audio_s = self.samples_out / self.rate
         master = sidecar = None
         if self.writer is not None:
