@@ -33,7 +33,7 @@ from bot.services import Services
 from bot.services.progress import queued_line, starting_line
 from bot.services.queue_board import MIN_REFRESH_S
 from bot.settings import Settings
-from bot.voice.connections import Playback
+from bot.voice.connections import Playback, VoiceLimits
 from db.engine import open_database
 
 log = logging.getLogger("bench.queue_cost")
@@ -153,7 +153,7 @@ async def measure(count: int, starts: int, old: bool, guilds: int) -> tuple[floa
             max_queued_per_guild=100_000, max_queued_total=100_000,
         )  # fmt: skip
         db = await open_database(settings.database_url)
-        services = build_services(settings, db, build_engines(settings), Playback(no_discord()))
+        services = build_services(settings, db, build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings)))
         try:
             reporters = await fill(services, count, guilds, old)
             times = []

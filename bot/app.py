@@ -54,7 +54,7 @@ from bot.services.pronunciation import PronunciationService
 from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
-from bot.voice.connections import Playback
+from bot.voice.connections import Playback, VoiceLimits
 from db import repo
 from db.engine import Database, open_database
 
@@ -143,7 +143,7 @@ async def open_bot(
             log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         bot = bot_for(settings, **client_options)
-        services = build_services(settings, db, engines or build_engines(settings), Playback(bot))
+        services = build_services(settings, db, engines or build_engines(settings), Playback(bot, VoiceLimits.of(settings)))
         services.retention.sweep_at_start()  # before any render can write: what a killed run left
         bot.services = services
         await services.start()

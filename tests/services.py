@@ -10,7 +10,7 @@ from bot.app import build_engines, build_services
 from bot.engine.protocol import Engine
 from bot.services import Services
 from bot.settings import Settings
-from bot.voice.connections import Playback
+from bot.voice.connections import Playback, VoiceLimits
 from db.engine import Database
 
 
@@ -20,4 +20,4 @@ def no_discord() -> SimpleNamespace:
 
 
 def services_for(settings: Settings, db: Database, engines: Sequence[Engine] | None = None) -> Services:
-    return build_services(settings, db, engines or build_engines(settings), Playback(no_discord()))
+    return build_services(settings, db, engines or build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings)))

@@ -39,28 +39,25 @@ ROOM_POLL_S = 0.05  # how often a render held back by backpressure looks again (
 
 @dataclass(frozen=True)
 class VoiceLimits:
-    """NARRATOR_MAX_BUFFERED_SECONDS, NARRATOR_MAX_BUFFERED_SECONDS_TOTAL, NARRATOR_VOICE_IDLE_LEAVE_S (the
-    defaults are the settings' defaults, bot/settings.py)."""
+    """NARRATOR_MAX_BUFFERED_SECONDS, NARRATOR_MAX_BUFFERED_SECONDS_TOTAL, NARRATOR_VOICE_IDLE_LEAVE_S, read from
+    the settings (bot/settings.py holds their defaults and ranges)."""
 
-    max_buffered_s: float = 30.0
-    max_buffered_total_s: float = 600.0
-    idle_leave_s: float = 600.0  # 0: never leave for being idle
+    max_buffered_s: float
+    max_buffered_total_s: float
+    idle_leave_s: float  # 0: never leave for being idle
 
     @classmethod
-    def of(cls, settings: object | None) -> VoiceLimits:
-        if settings is None:
-            return cls()
+    def of(cls, settings) -> VoiceLimits:
         guild = settings.max_buffered_seconds
         # the process bound is never below one guild's (a lower one would only make it the per-guild bound)
         return cls(guild, max(guild, settings.max_buffered_seconds_total), settings.voice_idle_leave_s)
 
 
 class Playback:
-    def __init__(self, client: discord.Client, *, prebuffer_s: float = 0.2) -> None:
+    def __init__(self, client: discord.Client, limits: VoiceLimits, *, prebuffer_s: float = 0.2) -> None:
         self.client = client
         self.prebuffer_s = prebuffer_s
-        # The bot's settings come with the client (NarratorBot.settings); a bare discord.Client gets the defaults.
-        self.limits = VoiceLimits.of(getattr(client, "settings", None))
+        self.limits = limits
         self._expected: dict[int, set[object]] = {}  # guild -> tags of renders that will feed it (queued, running)
         self._idle_timers: dict[int, asyncio.TimerHandle] = {}
         self._leaving: set[asyncio.Task] = set()

@@ -25,9 +25,10 @@ from tests.fakediscord.voice import Packet
 
 log = logging.getLogger(__name__)
 
-GUILD, GUILD2 = 3000, 4000
+GUILD, GUILD2, GUILD3 = 3000, 4000, 5000
 ADMIN, MEMBER = 2000, 2002  # GUILD's owner (all permissions) and a plain member; both in GUILD's voice channel
 OTHER = 2001  # GUILD2's only member, in GUILD2's voice channel
+THIRD = 2003  # GUILD3's only member, in GUILD3's voice channel
 NO_PERMISSIONS = "0"
 
 
@@ -87,6 +88,7 @@ class Narrator:
 async def narrator(fake_discord: FakeDiscord, e2e_settings: Settings) -> AsyncIterator[Narrator]:  # noqa: F811
     fake_discord.add_guild(GUILD, [ADMIN, MEMBER])
     fake_discord.add_guild(GUILD2, [OTHER])
+    fake_discord.add_guild(GUILD3, [THIRD])
     runner = Narrator(fake_discord, e2e_settings)
     await runner.start()
     try:
