@@ -116,10 +116,6 @@ async def heard_in_full(narrator: Narrator, script: str = SHORT) -> None:
     assert heard_s >= 0.9 * loud_s, "part of the master was never heard"
 
 
-def audible_since(fake: FakeDiscord, since: float) -> int:
-    return sum(p.audible for p in packets_since(fake, GUILD, since))
-
-
 # Every way a render ends releases the stream (issue 13) ---------------------------------------------------------------
 async def test_a_failed_and_a_timed_out_render_each_release_the_stream(start_bot) -> None:
     narrator = await start_bot(job_timeout_s=45.0)  # a short /say renders in ~15 s on a busy 2-core machine
@@ -137,10 +133,12 @@ async def test_a_failed_and_a_timed_out_render_each_release_the_stream(start_bot
     real = device(narrator).engine
     device(narrator).engine = SlowDevice(real, speed=0.2)  # a stalling device: the render cannot end in time
     timed_out = await narrator.say(LONG)
-    await wait_until(lambda: audible_since(fake, timed_out.sent_at) >= 10, 90, "the long render's audio")
     await wait_until(lambda: any("longer than" in t for t in timed_out.texts), 120, "the timeout")
     device(narrator).engine = real
     assert [s for _, s in narrator.render_statuses()] == ["failed", "done", "failed"]  # a timeout is a failure
+    # At 0.2x real time gapless playback had held the segment back; what it made plays out once the job has ended.
+    playback = narrator.bot.services.playback
+    await wait_until(lambda: playback.queued_seconds(GUILD) == 0, 120, "the timed-out render's audio to play out")
     await wait_for_quiet(fake, GUILD)
     await heard_in_full(narrator)
 
