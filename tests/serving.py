@@ -54,7 +54,8 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         try:
-            async with running(build_app(self.engine, self.config), "127.0.0.1", self.port) as url:
+            # shutdown_timeout 0: `kill` cuts responses mid-stream, as a server process that dies does
+            async with running(build_app(self.engine, self.config), "127.0.0.1", self.port, shutdown_timeout=0) as url:
                 self.url = url
                 self._ready.set()
                 await self._stop.wait()

@@ -104,9 +104,13 @@ async def _metrics_middleware(request: web.Request, handler) -> web.StreamRespon
 
 
 @contextlib.asynccontextmanager
-async def running(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` on host:port (0: any free port) and yield its base URL; shuts down cleanly on exit."""
-    runner = web.AppRunner(app, access_log=None)
+async def running(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 60.0
+) -> AsyncIterator[str]:
+    """Serve `app` on host:port (0: any free port) and yield its base URL; on exit, responses still streaming get
+    `shutdown_timeout` seconds to finish before they are cut (0: cut at once, like a server that dies)."""
+    # aiohttp reads a timeout of 0 as "no limit": the smallest positive one cuts at once instead
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=max(shutdown_timeout, 0.001))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
