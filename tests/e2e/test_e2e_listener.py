@@ -104,7 +104,7 @@ async def heard_in_full(narrator: Narrator, script: str = SHORT) -> None:
     is the gapless test's business (a device slowed on purpose), not this one's."""
     fake = narrator.fake
     sent = await narrator.say(script)
-    master, rate, _ = await wait_for_master(sent)
+    master, rate, _ = await wait_for_master(sent, timeout=150)  # a busy 2-core machine renders slowly
     await wait_for_quiet(fake, GUILD)
     stream = audible_span(packets_since(fake, GUILD, sent.sent_at))
     head = match_segments(stream, master, rate, [min(1.5, len(master) / rate)])
@@ -118,7 +118,8 @@ async def heard_in_full(narrator: Narrator, script: str = SHORT) -> None:
 
 # Every way a render ends releases the stream (issue 13) ---------------------------------------------------------------
 async def test_a_failed_and_a_timed_out_render_each_release_the_stream(start_bot) -> None:
-    narrator = await start_bot(job_timeout_s=45.0)  # a short /say renders in ~15 s on a busy 2-core machine
+    # A short /say takes up to ~50 s on a 2-core machine with both cores busy elsewhere: the timeout leaves it room.
+    narrator = await start_bot(job_timeout_s=120.0)
     fake = narrator.fake
     fault = DeviceFault(device(narrator).engine, after_chunks=3)
     device(narrator).engine = fault
@@ -131,12 +132,12 @@ async def test_a_failed_and_a_timed_out_render_each_release_the_stream(start_bot
     await heard_in_full(narrator)
 
     real = device(narrator).engine
-    device(narrator).engine = SlowDevice(real, speed=0.2)  # a stalling device: the render cannot end in time
-    timed_out = await narrator.say(LONG)
-    await wait_until(lambda: any("longer than" in t for t in timed_out.texts), 120, "the timeout")
+    device(narrator).engine = SlowDevice(real, speed=0.02)  # a stalling device: the render cannot end in time
+    timed_out = await narrator.say(SHORT)  # short enough to be accepted, far too slow to end within the timeout
+    await wait_until(lambda: any("longer than" in t for t in timed_out.texts), 240, "the timeout")
     device(narrator).engine = real
     assert [s for _, s in narrator.render_statuses()] == ["failed", "done", "failed"]  # a timeout is a failure
-    # At 0.2x real time gapless playback had held the segment back; what it made plays out once the job has ended.
+    # At 0.02x real time gapless playback had held the segment back; what it made plays out once the job has ended.
     playback = narrator.bot.services.playback
     await wait_until(lambda: playback.queued_seconds(GUILD) == 0, 120, "the timed-out render's audio to play out")
     await wait_for_quiet(fake, GUILD)
@@ -165,7 +166,7 @@ async def test_a_device_slower_than_real_time_is_heard_whole_only_later(start_bo
     assert match.correlation > 0.9, match
     # no silence inside the segment: what was heard, from its first sound to its last, is as long as the master
     assert abs(len(stream) * 0.02 - len(master) / rate) <= 0.25
-    assert hearing.ran_dry == 0 and hearing.bursts == 0, hearing.describe()
+    assert not hearing.stutters and hearing.bursts == 0, f"{hearing.describe()}, late by {hearing.late_ms} ms"
 
 
 # Backpressure (issue 12) ----------------------------------------------------------------------------------------------

@@ -102,20 +102,27 @@ def audible_span(packets: Sequence[Packet]) -> list[Packet]:
 
 
 # -- what a listener's client makes of the packets ---------------------------------------------------------------------
-JITTER_MS = 80.0  # a normal receive jitter buffer (Discord's clients and WebRTC's NetEQ hold about 60-100 ms)
+JITTER_MS = 80.0  # a normal receive jitter buffer's first delay (Discord's clients, WebRTC's NetEQ: about 60-100 ms)
+MAX_JITTER_MS = 400.0  # the most delay an adaptive buffer grows to (NetEQ grows further; a listener would notice lag)
 CAPACITY_MS = 1000.0  # packets due further ahead than this overflow the buffer
 FRAME_MS = 20.0
+# What a listener notices as stutter: two dropouts close together, or one long one (a single dropout of a frame or
+# two is concealed by the Opus decoder's packet-loss concealment and passes unnoticed in speech).
+STUTTER_WINDOW_S = 10.0
+LONGEST_UNNOTICED_DROPOUT_MS = 60.0
 
 
 @dataclass(frozen=True)
 class Hearing:
-    """One stream as a receiver with a fixed jitter buffer plays it. Each talk spurt (the packets between discord.py's
-    end-of-speech frames) is played from its first packet's arrival + `jitter_ms`, one 20 ms frame after another; a
-    packet that arrives after its turn means the buffer ran dry (the listener hears a dropout), after which the
-    receiver buffers again. Independent of the machine's load as long as the sender keeps time within the buffer."""
+    """One stream as a receiver with an adaptive jitter buffer (as WebRTC's NetEQ, which Discord's clients use) plays
+    it. Each talk spurt (the packets between discord.py's end-of-speech frames) is played from its first packet's
+    arrival + the buffer's delay (starting at `jitter_ms`), one 20 ms frame after another; a packet that arrives after
+    its turn means the buffer ran dry (a dropout, concealed while it lasts), after which the receiver buffers again
+    with its delay grown to cover that lateness (at most MAX_JITTER_MS). Independent of the machine's load as long as
+    the sender keeps time within the buffer."""
 
     dry: tuple[float, ...]  # arrival times of the packets that came after their turn
-    late_ms: tuple[float, ...]  # by how much each of those was late
+    late_ms: tuple[float, ...]  # by how much each of those was late (the dropout's length)
     overflows: int  # packets due more than `capacity_ms` ahead (a catch-up burst the buffer cannot hold)
     bursts: int  # runs of back-to-back packets (see `Cadence.bursts`)
     spurts: int
@@ -125,16 +132,25 @@ class Hearing:
     def ran_dry(self) -> int:
         return len(self.dry)
 
+    @property
+    def stutters(self) -> bool:
+        """Would a listener notice? Two dropouts within STUTTER_WINDOW_S, or one longer than
+        LONGEST_UNNOTICED_DROPOUT_MS."""
+        close = any(b - a < STUTTER_WINDOW_S for a, b in zip(self.dry, self.dry[1:], strict=False))
+        return close or max(self.late_ms, default=0.0) > LONGEST_UNNOTICED_DROPOUT_MS
+
     def describe(self) -> str:
         worst = max(self.late_ms, default=0.0)
         return (f"{self.packets} packets in {self.spurts} spurt(s): ran dry {self.ran_dry}x (worst {worst:.0f} ms "
                 f"late), {self.overflows} overflows, {self.bursts} bursts")  # fmt: skip
 
 
-def listen(packets: Sequence[Packet], jitter_ms: float = JITTER_MS, capacity_ms: float = CAPACITY_MS) -> Hearing:
+def listen(packets: Sequence[Packet], jitter_ms: float = JITTER_MS, capacity_ms: float = CAPACITY_MS,
+           adaptive: bool = True) -> Hearing:  # fmt: skip
     dry: list[float] = []
     late: list[float] = []
     overflows = spurts = 0
+    delay = jitter_ms  # the buffer's current delay; an adaptive buffer grows it to cover the lateness it has seen
     anchor: float | None = None  # when frame 0 of the current spurt plays (ms)
     index = 0
     for packet in packets:
@@ -143,12 +159,14 @@ def listen(packets: Sequence[Packet], jitter_ms: float = JITTER_MS, capacity_ms:
             anchor = None  # the spurt ended: the next packet starts a new one
             continue
         if anchor is None:
-            anchor, index, spurts = at + jitter_ms, 0, spurts + 1
+            anchor, index, spurts = at + delay, 0, spurts + 1
         due = anchor + index * FRAME_MS
         if at > due:
             dry.append(packet.at)
             late.append(at - due)
-            anchor = at + jitter_ms - index * FRAME_MS  # buffer again from here
+            if adaptive:
+                delay = min(MAX_JITTER_MS, max(delay, at - due + jitter_ms))
+            anchor = at + delay - index * FRAME_MS  # buffer again from here
         elif due - at > capacity_ms:
             overflows += 1
         index += 1
