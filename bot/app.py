@@ -52,7 +52,7 @@ from bot.services.library import VoiceLibrary
 from bot.services.permissions import Permissions
 from bot.services.pronunciation import PronunciationService
 from bot.services.retention import Retention
-from bot.services.say import SayService
+from bot.services.say import DATABASE_ERRORS, SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback, VoiceLimits
 from db import repo
@@ -131,16 +131,27 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
     )
 
 
+async def mark_interrupted(db: Database) -> None:
+    """Renders a previous process left queued or running become `interrupted`. A database error (another process
+    holding a lock) is logged and start-up goes on: those rows are marked at the next start instead."""
+    try:
+        async with db.sessions.begin() as session:
+            interrupted = await repo.mark_unfinished_interrupted(session)
+    except DATABASE_ERRORS as exc:
+        log.error("could not mark the renders left unfinished by the last run as interrupted (retried at the next "
+                  "start): %s", exc, exc_info=exc)  # fmt: skip
+        return
+    if interrupted:
+        log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
+
+
 @contextlib.asynccontextmanager
 async def open_bot(
     settings: Settings, *, engines: Sequence[Engine] | None = None, **client_options: Any
 ) -> AsyncIterator[NarratorBot]:
     db = await open_database(settings.database_url)
     try:
-        async with db.sessions.begin() as session:
-            interrupted = await repo.mark_unfinished_interrupted(session)
-        if interrupted:
-            log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
+        await mark_interrupted(db)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         bot = bot_for(settings, **client_options)
         services = build_services(settings, db, engines or build_engines(settings), Playback(bot, VoiceLimits.of(settings)))

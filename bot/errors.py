@@ -30,3 +30,8 @@ class BadAttachment(UserError):
 
 class NotAllowed(UserError):
     pass
+
+
+class DatabaseBusy(UserError):
+    """The database failed before a request was accepted (locked, down, out of space): nothing was done, and
+    trying again in a moment is all the user can do. The cause is logged where it is caught."""

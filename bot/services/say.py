@@ -1,7 +1,7 @@
 """The /say service: validate a script, queue a render job, stream its audio into voice, post the master.
 
 The way of one /say (ARCHITECTURE.md): `prepare` parses and resolves voices before anything is deferred (so bad
-input gets an ephemeral reply and nothing is queued); `submit` joins voice, records the render and queues the job
+input gets an ephemeral reply and nothing is queued); `submit` records the render, joins voice and queues the job
 with its Smart ETA (`Narrator.predict_seconds`, told to a user who must wait); the job (on an inference worker)
 drives the narration engine and fans each 24 kHz chunk out to the guild's voice stream (resampled once) while the
 engine writes the master; `_follow` reports the outcome.
@@ -10,10 +10,11 @@ engine writes the master; `_follow` reports the outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import discord
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.durations import about
-from bot.errors import NotAllowed, QueueFull, UserError
+from bot.errors import DatabaseBusy, NotAllowed, QueueFull, UserError
 from bot.jobs.queue import Job, JobQueue
 from bot.narration import planning as narrate
 from bot.narration.production import AudioChunk, Finished, Progress
@@ -52,6 +53,23 @@ MAX_REMEMBERED_OWNERS = 1000
 MARK_ATTEMPTS = 4  # a locked database is retried (each try waits out SQLite's busy timeout first)
 MARK_RETRY_S = 2.0
 SYNTHETIC = "Synthetic speech (AI-generated)"
+# What a failing database raises: SQLAlchemy's errors, and the OSError asyncpg gives when the server is unreachable.
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+def database_busy(doing: str) -> str:
+    return f"I could not {doing} this render: the database is busy or unavailable; try again in a moment."
+
+
+@contextlib.contextmanager
+def told_if_database_fails(doing: str) -> Iterator[None]:
+    """A database error inside becomes DatabaseBusy (one clear sentence for the user instead of the generic
+    apology), logged here with its exception since the command's error handler logs refusals without one."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        log.error("could not %s a /say render: database error", doing, exc_info=exc)
+        raise DatabaseBusy(database_busy(doing)) from exc
 
 
 @dataclass
@@ -118,6 +136,18 @@ class SayService:
     async def prepare(
         self, guild_id: int, channel_id: int, user_id: int, role_ids: set[int], script: str, voice_name: str | None
     ) -> SayRequest:
+        """The validated request (UserError otherwise, DatabaseBusy if the lookups fail); nothing is queued yet."""
+        with told_if_database_fails("prepare"):
+            request = await self._looked_up(guild_id, channel_id, user_id, role_ids, script, voice_name)
+        self.queue.check_room(guild_id, user_id, workers=self._slots())
+        request.predicted_s = self.predict_seconds(request)
+        self._check_work(request)
+        return request
+
+    async def _looked_up(
+        self, guild_id: int, channel_id: int, user_id: int, role_ids: set[int], script: str, voice_name: str | None
+    ) -> SayRequest:
+        """What `prepare` reads from the database: the server's settings, the voices and the dictionary."""
         config = self.guild_config
         gs = await config.get(guild_id)
         if gs.required_role_id and gs.required_role_id not in role_ids:
@@ -134,11 +164,7 @@ class SayService:
             max_checkpoints=self.settings.max_checkpoints_per_script,
         )
         plan = await self._pronounced(plan, guild_id, user_id, script, max_chars)
-        self.queue.check_room(guild_id, user_id, workers=self._slots())
-        request = SayRequest(guild_id, channel_id, user_id, script, plan, voice)
-        request.predicted_s = self.predict_seconds(request)
-        self._check_work(request)
-        return request
+        return SayRequest(guild_id, channel_id, user_id, script, plan, voice)
 
     async def _pronounced(self, plan: Any, guild_id: int, user_id: int, script: str, max_chars: int) -> Any:
         """The plan with the pronunciation dictionary applied outside tags. The script as written was parsed first,
@@ -185,23 +211,38 @@ class SayService:
     async def submit(
         self, request: SayRequest, voice_channel: discord.VoiceChannel | discord.StageChannel, reporter: Reporter
     ) -> tuple[Job, int]:
-        """Join voice, then `enqueue`; returns the job and its 1-based queue position."""
-        await self.playback.connect(voice_channel)
-        return await self.enqueue(request, reporter)
+        """Record the render, join voice, then queue it (`enqueue`); returns the job and its 1-based queue position.
+        The row comes first so that a database failure (DatabaseBusy) leaves nothing behind, not even a bot moved
+        to another channel; a failed join marks the recorded row failed."""
+        await self._record(request)
+        try:
+            await self.playback.connect(voice_channel)
+        except Exception as exc:
+            await self._mark(request, "failed", error=_error_text(exc))
+            raise
+        return await self._queue(request, reporter)
 
     async def enqueue(self, request: SayRequest, reporter: Reporter) -> tuple[Job, int]:
         """Record the render and queue it with its Smart ETA; a render that must wait is told its position, when it
         starts and how long it takes (`queued_line`). Returns the job and its 1-based queue position."""
-        async with self.db.sessions.begin() as s:
-            row = await repo.add_render(
-                s,
-                request.guild_id,
-                request.channel_id,
-                request.user_id,
-                request.script,
-                request.voice.id if request.voice else None,
-            )
+        await self._record(request)
+        return await self._queue(request, reporter)
+
+    async def _record(self, request: SayRequest) -> None:
+        """Add the render's row (status queued); DatabaseBusy if it cannot be written, and then there is no row."""
+        with told_if_database_fails("record"):
+            async with self.db.sessions.begin() as s:
+                row = await repo.add_render(
+                    s,
+                    request.guild_id,
+                    request.channel_id,
+                    request.user_id,
+                    request.script,
+                    request.voice.id if request.voice else None,
+                )
         request.render_id = row.id
+
+    async def _queue(self, request: SayRequest, reporter: Reporter) -> tuple[Job, int]:
         job = self.render_job(request, reporter)
         try:
             position = self.wait_in_line(job, request, reporter)
@@ -449,7 +490,7 @@ class SayService:
                 async with self.db.sessions.begin() as s:
                     await repo.mark_render(s, render_id, status, **values)
                 return True
-            except (SQLAlchemyError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.error("could not record render #%s as %s (try %d of %d): %s", render_id, status, attempt,
                           attempts, exc)  # fmt: skip
                 if attempt < attempts:
@@ -492,12 +533,26 @@ class SayService:
     # -- after a restart ---------------------------------------------------------------------------------------------
 
     async def report_interrupted(self, client: discord.Client) -> None:
-        async with self.db.sessions() as s:
-            renders = await repo.unnotified_interrupted(s)
+        """Tell the owner of each render a restart interrupted. A database error is logged and never raised (this
+        runs at start-up); whoever it leaves untold, or told but not marked so, is told at the next start."""
+        try:
+            async with self.db.sessions() as s:
+                renders = await repo.unnotified_interrupted(s)
+        except DATABASE_ERRORS as exc:
+            log.error("could not read the renders interrupted by the last restart; their owners will be told at the "
+                      "next start: %s", exc, exc_info=exc)  # fmt: skip
+            return
         for render in renders:
             await self._tell_interrupted(client, render)
+            await self._mark_notified(render.id)
+
+    async def _mark_notified(self, render_id: int) -> None:
+        try:
             async with self.db.sessions.begin() as s:
-                await repo.mark_notified(s, render.id)
+                await repo.mark_notified(s, render_id)
+        except DATABASE_ERRORS as exc:
+            log.error("could not record that the owner of interrupted render #%s was told (they may be told again "
+                      "at the next start): %s", render_id, exc, exc_info=exc)  # fmt: skip
 
     @staticmethod
     async def _tell_interrupted(client: discord.Client, render: repo.Render) -> None:
@@ -510,6 +565,12 @@ class SayService:
             await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
         except discord.HTTPException as exc:
             log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)
+
+
+def _error_text(exc: BaseException) -> str:
+    """What a failed render's row keeps of its error: the user's own words for a UserError, else type and text."""
+    text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    return text[:500]
 
 
 def voices_spoken(request: SayRequest) -> str:

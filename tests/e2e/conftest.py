@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest_asyncio
 import soundfile as sf
 
 from bot.settings import Settings
+from tests import db_backends
 from tests.fakediscord.fixtures import fake_discord  # noqa: F401
 from tests.fakediscord.harness import client_options, wait_until
 from tests.fakediscord.server import FakeDiscord, SentInteraction
@@ -86,10 +88,32 @@ class Narrator:
 
 @pytest_asyncio.fixture
 async def narrator(fake_discord: FakeDiscord, e2e_settings: Settings) -> AsyncIterator[Narrator]:  # noqa: F811
-    fake_discord.add_guild(GUILD, [ADMIN, MEMBER])
-    fake_discord.add_guild(GUILD2, [OTHER])
-    fake_discord.add_guild(GUILD3, [THIRD])
-    runner = Narrator(fake_discord, e2e_settings)
+    async for runner in running(fake_discord, e2e_settings):
+        yield runner
+
+
+@pytest.fixture
+def postgres_settings(e2e_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """e2e_settings with the bot's database a fresh PostgreSQL database, dropped afterwards (tests that use it are
+    marked `db_backends.needs_postgres`)."""
+    for url in db_backends.fresh_url("postgresql", tmp_path):
+        yield dataclasses.replace(e2e_settings, database_url=url)
+
+
+@pytest_asyncio.fixture
+async def pg_narrator(fake_discord: FakeDiscord, postgres_settings: Settings) -> AsyncIterator[Narrator]:  # noqa: F811
+    """The real bot with its database on PostgreSQL (stopped before the database is dropped)."""
+    async for runner in running(fake_discord, postgres_settings):
+        yield runner
+
+
+async def running(fake: FakeDiscord, settings: Settings) -> AsyncIterator[Narrator]:
+    """The bot started against `fake` with GUILD (ADMIN, MEMBER), GUILD2 (OTHER) and GUILD3 (THIRD); stopped when
+    resumed."""
+    fake.add_guild(GUILD, [ADMIN, MEMBER])
+    fake.add_guild(GUILD2, [OTHER])
+    fake.add_guild(GUILD3, [THIRD])
+    runner = Narrator(fake, settings)
     await runner.start()
     try:
         yield runner

@@ -6,11 +6,13 @@ import asyncio
 import io
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests import db_backends
 from tests.e2e.conftest import (
     ADMIN,
     GUILD,
@@ -243,3 +245,27 @@ async def test_malformed_scripts_and_unknown_voices_get_ephemeral_errors_and_not
     assert narrator.render_statuses() == []
     assert not narrator.bot.services.queue.service_order()
     assert fake.bot_voice_channel(GUILD) is None and not fake.udp.guild_packets(GUILD)
+
+
+# PostgreSQL --------------------------------------------------------------------------------------------------------
+@db_backends.needs_postgres
+async def test_on_postgresql_a_registered_voice_is_heard_recorded_and_posted(pg_narrator: Narrator) -> None:
+    """Scenarios 1 and 2 in short with the bot's database on PostgreSQL: a voice registered, a /say in it heard in
+    voice, its master posted and its render row done. The rows are read with asyncpg, not the bot's engine."""
+    narrator, url = pg_narrator, pg_narrator.settings.database_url
+    registered = await register(narrator, "Reader", "reader.wav", reference_clip())
+    await wait_until(registered.answered, 90, "the registration")
+    assert "Registered **Reader**" in final_text(registered)[0]
+
+    sent = await narrator.say("[Calm] Hello from the other database.", voice="Reader")
+    _, _, name = await wait_for_master(sent)
+    await wait_for_quiet(narrator.fake, GUILD)
+    assert audible_span(packets_since(narrator.fake, GUILD, sent.sent_at)), "nothing was heard in the voice channel"
+
+    ((voice_id,),) = await db_backends.rows(url, "SELECT id FROM voices WHERE name = 'Reader'")
+    assert list(sidecar(narrator.settings, name)["identities"]) == [f"voice-{voice_id}"]
+    ((user, status, used, output),) = await db_backends.rows(
+        url, "SELECT user_id, status, voice_id, output_path FROM renders"
+    )
+    assert (user, status, used) == (ADMIN, "done", voice_id)
+    assert Path(output).stem == Path(name).stem  # the row names the master that was posted
