@@ -94,6 +94,10 @@ class ScriptedEngine:
         norm = float(np.linalg.norm(spectrum)) or 1.0
         return (spectrum / norm).astype(np.float32)
 
+    def reference_codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        self._record("reference_codes")
+        return None  # no codec: in-context cloning is not scripted
+
     def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:
         self._record("design_clip")
         return _tone(200.0 + zlib.crc32(description.encode()) % 200, 1.5)

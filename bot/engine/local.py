@@ -249,6 +249,8 @@ class LocalEngine:
         instruct = request.instruct if tts.supports_instruct else None  # 0.6B: dropped (warned once at load)
         synth = self._synthesis(tts, request.text, request.language, request.speaker, request.vector, instruct,
                                 request.max_frames)  # fmt: skip
+        if request.ref_codes is not None:  # ICL: qwen_tts checks the codes and the transcript (ValueError)
+            synth.ref_codes, synth.ref_text = torch.tensor(request.ref_codes, dtype=torch.long), request.ref_text
         if self.batching:
             first = self.options.first_chunk_frames if request.latency_critical else self.options.chunk_frames
             stream = self.batcher(request.model).submit(synth, seed=request.seed, first_chunk_frames=first, stop=stop)
@@ -259,6 +261,10 @@ class LocalEngine:
             return
         generator = torch.Generator(device=tts.device).manual_seed(request.seed)
         decoder = tts.codec.stream_decoder()
+        if synth.ref_codes is not None:
+            # The reference frames prime the decoder and their audio is dropped, as qwen_tts.stream does (the official
+            # package decodes reference + new codes and cuts the reference part; without it the codec starts cold).
+            decoder.push(synth.ref_codes.to(tts.codec.device))
         pending: list[torch.Tensor] = []
         size = self.options.first_chunk_frames if request.latency_critical else self.options.chunk_frames
         # No inference_mode block here: it would leak into the caller across yields; qwen_tts's frame loop and the
@@ -306,9 +312,21 @@ class LocalEngine:
             return None
         import torch
 
+        tts = self.model(self.base_model)  # loaded outside inference mode: its weights must stay usable for ICL renders
         with torch.inference_mode():
-            vector = self.model(self.base_model).speaker_embedding(np.asarray(audio, dtype=np.float32), sample_rate)
+            vector = tts.speaker_embedding(np.asarray(audio, dtype=np.float32), sample_rate)
         return vector.detach().float().cpu().numpy()
+
+    def reference_codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        """(frames, 16) codes of a reference clip from the Base checkpoint's codec (the one that renders ICL)."""
+        if self.base_model is None:
+            return None
+        import torch
+
+        tts = self.model(self.base_model)  # loaded outside inference mode, as in `xvector`
+        with torch.inference_mode():
+            codes = tts.codec.encode(np.asarray(audio, dtype=np.float32), sample_rate)
+        return codes.detach().cpu().numpy()
 
     def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:
         if self.design_model is None:

@@ -1,9 +1,9 @@
 """The engine seam: the one typed way `bot/` reaches a speech model.
 
-An `Engine` turns "a piece of speech + a locked timbre" into a stream of 24 kHz float32 chunks, computes x-vectors,
-renders a voice-design anchor clip and describes its checkpoints. `LocalEngine` (bot/engine/local.py) drives our
-`qwen_tts` on this machine; a remote engine speaks HTTP to `narrator serve`; the tests drive the services through a
-scripted engine. Nothing else in `bot/` imports the model.
+An `Engine` turns "a piece of speech + a locked timbre" into a stream of 24 kHz float32 chunks, computes x-vectors
+and reference codes, renders a voice-design anchor clip and describes its checkpoints. `LocalEngine`
+(bot/engine/local.py) drives our `qwen_tts` on this machine; a remote engine speaks HTTP to `narrator serve`; the
+tests drive the services through a scripted engine. Nothing else in `bot/` imports the model.
 
 Threading contract: every method blocks, and any method may be called from several threads at once (each render runs
 on its own compute thread; an engine that batches, like the local one with continuous batching, serves them as rows
@@ -41,7 +41,8 @@ class AudioFormat:
 @dataclass(frozen=True)
 class SpeechRequest:
     """One piece of speech in one locked voice. The timbre is fixed by (`model`, `speaker`, `vector`); `instruct`
-    only changes the delivery (emotion tags)."""
+    only changes the delivery (emotion tags). `ref_codes` + `ref_text` select in-context cloning (ICL): `model` is
+    then a Base checkpoint, `vector` the reference clip's x-vector, and the render continues the clip."""
 
     text: str
     model: str  # the checkpoint that renders it (the CustomVoice one, or a fine-tuned voice's own)
@@ -53,6 +54,8 @@ class SpeechRequest:
     max_frames: int = 0  # hard cap on code frames (frame_rate per second); 0: the engine's own length cap
     latency_critical: bool = True  # nothing is playing yet: small first chunks (else big ones, cheaper)
     route: str | None = None  # routing key (the guild id): a remote engine sends one guild's renders to one server
+    ref_codes: tuple[tuple[int, ...], ...] | None = None  # (frames, 16) codec codes of the reference clip (ICL)
+    ref_text: str | None = None  # the words spoken in that clip (ICL)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class Engine(Protocol):
 
     def xvector(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
         """(hidden,) float32 x-vector of `audio`, or None when the engine has no speaker encoder."""
+        ...
+
+    def reference_codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        """(frames, 16) int64 codec codes of a reference clip for in-context cloning, or None when the engine cannot
+        clone in context (no Base checkpoint here)."""
         ...
 
     def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:

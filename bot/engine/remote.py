@@ -178,6 +178,8 @@ class RemoteEngine:
     # -- rendering ---------------------------------------------------------------------------------------------------
 
     def stream(self, request: SpeechRequest, stop: Callable[[], bool]) -> Iterator[np.ndarray]:
+        if request.ref_codes is not None:  # the speech API takes a clip, not codes: say so rather than drop them
+            raise EngineError("in-context cloning runs on a local engine only; this remote engine cannot render it")
         if self._kind == "vllm-omni":
             body, width, dtype = vllm_omni.speech_body(request, self.custom_voice_model), 2, "<i2"
         else:
@@ -227,6 +229,9 @@ class RemoteEngine:
         response = self._call(None, "POST", f"/v1/narrator/xvector?sample_rate={int(sample_rate)}", content=data)
         vector = response.json()["vector"]
         return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+    def reference_codes(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        return None  # in-context cloning is not offered through a remote engine (see `stream`)
 
     def design_clip(self, description: str, text: str, language: str, seed: int, max_frames: int) -> np.ndarray:
         self._narrator_only("designing a voice")

@@ -3,6 +3,7 @@
 An `Identity` fixes everything about a voice that must not change inside a track: the timbre (a vector at the
 speaker position of a CustomVoice checkpoint: an x-vector from a Base checkpoint's speaker encoder, or a preset
 speaker's embedding row), the seed, the language and a resting style. Emotion tags change only the instruction.
+An in-context clone (ICL) also carries its reference clip's codes and transcript and renders on the Base checkpoint.
 
 The drift guard compares the x-vector of rendered audio with the identity's `reference_vector` (cosine similarity,
 the "lock score") and re-samples a segment that falls below `DriftGuard.threshold`.
@@ -55,6 +56,7 @@ class Identity:
     seed: int = 0
     base_style: str | None = None  # resting delivery, put before every emotion instruction
     description: str | None = None  # what a designed voice was designed from
+    ref_codes: tuple[tuple[int, ...], ...] | None = None  # (frames, 16) reference clip codes: ICL on a Base `model`
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -64,6 +66,10 @@ class Identity:
         object.__setattr__(self, "reference_vector", _as_vector(self.reference_vector))
         if self.vector is None and not self.speaker:
             raise ValueError(f"identity {self.name!r} needs a timbre: a speaker name or a vector")
+        if self.ref_codes is not None:
+            object.__setattr__(self, "ref_codes", tuple(tuple(int(c) for c in frame) for frame in self.ref_codes))
+            if not self.transcript or self.vector is None:
+                raise ValueError(f"identity {self.name!r}: in-context cloning needs the clip's transcript and x-vector")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 

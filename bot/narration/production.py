@@ -341,7 +341,8 @@ class Production:
 
 def speech_request(text: str, identity: Identity, instruct: str | None, seed: int, max_frames: int,
                    latency_critical: bool, route: str | None = None) -> SpeechRequest:  # fmt: skip
-    """What the engine needs of a locked identity: the timbre (model, speaker row or vector) and the language."""
+    """What the engine needs of a locked identity: the timbre (model, speaker row or vector, ICL reference) and the
+    language."""
     return SpeechRequest(
         text,
         identity.model,
@@ -353,6 +354,8 @@ def speech_request(text: str, identity: Identity, instruct: str | None, seed: in
         max_frames=max_frames,
         latency_critical=latency_critical,
         route=route,
+        ref_codes=identity.ref_codes,
+        ref_text=identity.transcript if identity.ref_codes is not None else None,
     )
 
 

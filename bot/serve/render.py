@@ -3,14 +3,21 @@
 Three paths: a plain segment (`script: false`, what the bot's RemoteEngine sends: one `engine.stream` call, exactly
 the request a local render would make, so the audio is the same), a script (the default for OpenAI clients: our
 tag language parsed by `parse_script` and rendered by a `Narrator`, no master kept), and a voice design (`task_type`
-VoiceDesign: one anchor clip). Every render runs on one of `max_streams` compute threads; the engine sees concurrent
-`stream` calls and batches them if it can. `stop()` (client gone, server closing) ends a render at its next frame.
+VoiceDesign: one anchor clip).
+
+`ref_audio` clones the narrator's voice, as vLLM-Omni's Base task does: with `ref_text` (the clip's words) it is
+in-context cloning (ICL: the Base checkpoint continues the clip's codec codes, with its x-vector at the speaker
+position); with `x_vector_only_mode` true, or an explicit `task_type` CustomVoice, only the clip's x-vector is kept
+(the timbre at the speaker position of the CustomVoice checkpoint, so emotion instructions still work). ICL without
+`ref_text` is a 400, as in vLLM-Omni.
+
+Every render runs on one of `max_streams` compute threads; the engine sees concurrent `stream` calls and batches
+them if it can. `stop()` (client gone, server closing) ends a render at its next frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,17 +29,18 @@ import numpy as np
 
 from bot.engine.protocol import Engine, EngineError, SpeechRequest
 from bot.narration.identity import DriftGuard, Identity
+from bot.narration.production import speech_request
 from bot.narration.script import Script, ScriptError, parse_script
 from bot.serve.errors import ApiError, bad
 from bot.serve.metrics import Metrics
+from bot.serve.references import ReferenceIntake
 from bot.serve.schemas import SpeechParams
 from bot.serve.voices import VoiceStore
+from bot.services.clips import Clip
 
 log = logging.getLogger(__name__)
 
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # what Open WebUI and others send by default
-MIN_REFERENCE_S = 0.5
-MAX_REFERENCE_S = 60.0
 _END = object()
 
 
@@ -74,6 +82,7 @@ class Renderer:
         self.pool = ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="serve-render")
         self.closing = threading.Event()
         self.info = None  # CheckpointInfo of the CustomVoice checkpoint, read at start
+        self.references = ReferenceIntake()
 
     async def start(self) -> None:
         await self.compute(self.engine.start)
@@ -97,6 +106,10 @@ class Renderer:
         extra = [described.get("base_model"), described.get("design_model")]
         return [m for m in dict.fromkeys([self.model, *extra]) if m]
 
+    @property
+    def base_model(self) -> str | None:
+        return self.engine.describe().get("base_model")
+
     def presets(self) -> list[str]:
         return [s.lower() for s in self.info.speakers] if self.info else []
 
@@ -109,10 +122,9 @@ class Renderer:
             return self._design_job(params)
         narrator = await self._narrator_identity(params)
         frames = params.max_new_tokens or 0
-        if not params.script:
-            request = SpeechRequest(params.input, narrator.model, language=narrator.language, speaker=narrator.speaker,
-                                    vector=narrator.vector, instruct=params.instructions, seed=params.seed,
-                                    max_frames=frames, latency_critical=params.latency_critical)  # fmt: skip
+        if not params.script:  # the request a local render of this identity makes (speech_request), so equal audio
+            request = speech_request(params.input, narrator, params.instructions, params.seed, frames,
+                                     params.latency_critical)  # fmt: skip
             return Job(segment=request, text_chars=len(params.input))
         script = self._parse(params.input)
         voices: dict[str | None, Identity] = {None: narrator}
@@ -157,8 +169,7 @@ class Renderer:
             self._check_width(len(params.timbre))
             return Identity("timbre", "cloned", self.model, vector=params.timbre, **common)
         if params.ref_audio is not None:
-            vector = await self.compute(self._xvector_of_clip, params.ref_audio)
-            return Identity("ref_audio", "cloned", self.model, vector=vector, transcript=params.ref_text, **common)
+            return await self._cloned_identity(params, common)
         name = params.speaker or params.voice
         if name is None:
             if not self.presets():
@@ -182,13 +193,29 @@ class Renderer:
         if self.info is not None and width != self.info.hidden_size:
             raise bad(f"`timbre` has {width} values; this model's voices have {self.info.hidden_size}.", "timbre")
 
-    def _xvector_of_clip(self, data: bytes) -> np.ndarray:
-        audio, rate = decode_clip(data, "ref_audio")
-        vector = self.engine.xvector(audio, rate)
+    async def _cloned_identity(self, params: SpeechParams, common: dict) -> Identity:
+        in_context = _wants_icl(params)  # checked before any decoding: a missing ref_text costs nothing
+        clip = await self.references.decode(params.ref_audio, "ref_audio")
+        vector = await self.compute(self._xvector_of_clip, clip)
+        if not in_context:
+            return Identity("ref_audio", "cloned", self.model, vector=vector, transcript=params.ref_text, **common)
+        codes = await self.compute(self._codes_of_clip, clip)
+        return Identity("ref_audio", "cloned", self.base_model, vector=vector, transcript=params.ref_text,
+                        ref_codes=codes, **common)  # fmt: skip
+
+    def _xvector_of_clip(self, clip: Clip) -> np.ndarray:
+        vector = self.engine.xvector(clip.audio, clip.sample_rate)
         if vector is None:
             raise ApiError(400, "Cloning from `ref_audio` needs a Base checkpoint; start the server with --base-model.",
                            param="ref_audio", code="no_speaker_encoder")  # fmt: skip
         return vector
+
+    def _codes_of_clip(self, clip: Clip) -> np.ndarray:
+        codes = self.engine.reference_codes(clip.audio, clip.sample_rate)
+        if codes is None or self.base_model is None:
+            raise bad("In-context cloning is not available on this server's engine; set `x_vector_only_mode` true.",
+                      "x_vector_only_mode", "no_icl")  # fmt: skip
+        return codes
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
@@ -259,19 +286,12 @@ def _as_api_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def decode_clip(data: bytes, param: str) -> tuple[np.ndarray, int]:
-    """A mono float32 clip from WAV/FLAC/Ogg bytes, 0.5-60 s long."""
-    import soundfile as sf
-
-    try:
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, ValueError):
-        raise bad(f"`{param}` is not a WAV, FLAC or Ogg audio file this server can read.", param, "bad_audio") from None
-    audio = audio.mean(axis=1)
-    seconds = len(audio) / rate
-    if not MIN_REFERENCE_S <= seconds <= MAX_REFERENCE_S:
-        raise bad(f"`{param}` is {seconds:.2f} s long; give {MIN_REFERENCE_S}-{MAX_REFERENCE_S:.0f} s of speech.",
-                  param, "bad_audio_length")  # fmt: skip
-    if not np.all(np.isfinite(audio)) or float(np.max(np.abs(audio))) < 1e-4:
-        raise bad(f"`{param}` is silent or damaged; give a clip of someone speaking.", param, "bad_audio")
-    return audio, int(rate)
+def _wants_icl(params: SpeechParams) -> bool:
+    """In-context cloning unless the client asked for the timbre only; ICL without `ref_text` is refused, as
+    vLLM-Omni refuses it (the transcript is half of the prompt)."""
+    if params.x_vector_only_mode or params.task_type == "CustomVoice":
+        return False
+    if not params.ref_text:
+        raise bad("In-context cloning needs `ref_text`, the words spoken in `ref_audio`; send it, or set "
+                  "`x_vector_only_mode` true to clone the timbre only.", "ref_text", "missing_ref_text")  # fmt: skip
+    return True

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from bot.serve.errors import ApiError, bad
 from bot.serve.metrics import CONTENT_TYPE
-from bot.serve.render import decode_clip
 from bot.serve.state import STATE, ServerState
 
 
@@ -39,7 +38,8 @@ async def upload_voice(request: web.Request) -> web.Response:
         raise bad("`audio_sample` is required: a WAV, FLAC or Ogg clip of the voice.", "audio_sample",
                   "missing_audio_sample")  # fmt: skip
     state.voices.check_new(name, set(state.renderer.presets()))
-    audio, rate = decode_clip(sample, "audio_sample")
+    clip = await state.renderer.references.decode(sample, "audio_sample")
+    audio, rate = clip.audio, clip.sample_rate
     vector = await state.renderer.compute(state.renderer.engine.xvector, audio, rate)
     if vector is None:
         raise bad("Uploading a voice needs a Base checkpoint's speaker encoder; start the server with --base-model.",
