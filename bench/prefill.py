@@ -5,7 +5,9 @@
 Same checkpoint and text as ``bench/concurrency.py`` (random weights, preset speakers). Times, median of
 ``--repeats``: one prefill alone, ``--rows`` prefills one after another (the engine before batched joins), the same
 prompts in one right-padded pass (``StepRunner.prefill_many``), and one decode step over 1 and ``--rows`` rows
-(the engine's eager step, default sampling settings; ``--threads`` torch threads, default torch's own). A request's
+(the engine's eager step, default sampling settings; ``--threads`` torch threads, default torch's own), and the
+time a frame takes on the single-request path (``generate_codes``, prompt included), which serves a worker with one
+slot: ``bench/concurrency.py``'s first audio at N = 1. A request's
 first audio needs its prefill, ``first_chunk_frames`` (2) decode steps and one codec push. Last line: one JSON object.
 """
 
@@ -38,6 +40,14 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def fast_frames(tts, frames: int) -> None:
+    """One request on the single-request path (what a worker with one slot runs): prompt and ``frames`` frames."""
+    from qwen_tts import SynthesisRequest
+
+    for _ in tts.generate_codes(SynthesisRequest(TEXT, speaker=SPEAKERS[0], max_frames=frames)):
+        pass
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -66,12 +76,14 @@ def run(args: argparse.Namespace) -> dict:
         "prefill_one_pass_s": timed(lambda: runner.prefill_many(joins), args.repeats),
         "decode_step_1_row_s": timed(lambda: step(1), args.repeats),
         "decode_step_s": timed(lambda: step(args.rows), args.repeats),
+        "fast_path_frame_s": timed(lambda: fast_frames(tts, 12), max(1, args.repeats // 4)) / 12,
     }
     result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
     log.info("%d prompts of %d positions: one %.1f ms, one after another %.1f ms, one pass %.1f ms; "
-             "decode step at 1 row %.1f ms, at %d rows %.1f ms", args.rows, result["prompt_len"],
+             "decode step at 1 row %.1f ms, at %d rows %.1f ms; single-request path %.1f ms a frame", args.rows, result["prompt_len"],
              1e3 * result["prefill_one_s"], 1e3 * result["prefill_one_by_one_s"], 1e3 * result["prefill_one_pass_s"],
-             1e3 * result["decode_step_1_row_s"], args.rows, 1e3 * result["decode_step_s"])  # fmt: skip
+             1e3 * result["decode_step_1_row_s"], args.rows, 1e3 * result["decode_step_s"],
+             1e3 * result["fast_path_frame_s"])  # fmt: skip
     return result
 
 

@@ -12,9 +12,9 @@ this module (the scheduler: admission, per-frame bookkeeping, leaving), ``runner
 compiled step), ``step`` (the step function) and ``codec_worker`` (audio for many streams, batched).
 
 Scheduling: waiting requests are admitted first come, first served whenever a row is free; those admitted at one
-boundary are prefilled together (one right-padded pass, each into its own row) between two steps, so they join at
-the next frame boundary; a row leaves the moment it ends (EOS,
-frame cap, cancel). A request's codes never depend on the others: its KV-cache row, positions, sampling settings and
+boundary (and those arriving during that prefill) are prefilled together (one right-padded pass, each into its own
+row) between two steps, so they join at the next frame boundary; a row leaves the moment it ends (EOS, frame cap,
+cancel). A request's codes never depend on the others: its KV-cache row, positions, sampling settings and
 random generator are its own, and the batch only changes which other rows share the matrix products.
 
 Threading: ``submit``, ``Stream`` iteration and ``cancel`` are safe from any number of threads; the model is only
@@ -217,10 +217,13 @@ class BatchEngine:
         """Prompts that join at this boundary run together (one pass per group of similar lengths), so a request
         that arrived beside others does not wait for their prefills one after another before its first frame."""
         lengths = [seq.inputs.mask.shape[1] for seq in joining]
+        started = time.perf_counter()
         for group in prefill_groups(lengths):
             self.runner.prefill_many([(joining[i].row, joining[i].inputs, joining[i].params) for i in group])
             for i in group:
                 joining[i].stream.prefilled_with = len(group)
+        log.debug("step %d: %d prompts prefilled in %.1f ms", self.steps, len(joining),
+                  1e3 * (time.perf_counter() - started))  # fmt: skip
         for seq in joining:
             self._joined(seq)
 
