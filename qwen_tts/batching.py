@@ -11,9 +11,10 @@ Split as in nano-vllm: ``sequence`` (one request: ``Stream`` for the caller, ``S
 this module (the scheduler: admission, per-frame bookkeeping, leaving), ``runner`` (row buffers, prefill, the
 compiled step), ``step`` (the step function) and ``codec_worker`` (audio for many streams, batched).
 
-Scheduling: waiting requests are admitted first come, first served whenever a row is free, and prefilled alone
-into their row between two steps, so they join at the next frame boundary; a row leaves the moment it ends (EOS,
-frame cap, cancel). A request's codes never depend on the others: its KV-cache row, positions, sampling settings and
+Scheduling: waiting requests are admitted first come, first served whenever a row is free; those admitted at one
+boundary (and those arriving during that prefill) are prefilled together (one right-padded pass, each into its own
+row) between two steps, so they join at the next frame boundary; a row leaves the moment it ends (EOS, frame cap,
+cancel). A request's codes never depend on the others: its KV-cache row, positions, sampling settings and
 random generator are its own, and the batch only changes which other rows share the matrix products.
 
 Threading: ``submit``, ``Stream`` iteration and ``cancel`` are safe from any number of threads; the model is only
@@ -32,7 +33,7 @@ import torch
 from qwen_tts.codec.multistream import MultiStreamDecoder
 from qwen_tts.codec_worker import AudioJob, CodecWorker
 from qwen_tts.row_sampling import Plan
-from qwen_tts.runner import StepRunner, buckets
+from qwen_tts.runner import StepRunner, buckets, prefill_groups
 from qwen_tts.sequence import END, Sequence, Stream
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,18 @@ class BatchEngine:
                 self._cond.wait()
             if self._closed:
                 return False
+        # Requests that arrive while a prefill runs join at the same boundary instead of waiting a whole decode
+        # step; every pass fills at least one free row, so this ends within max_rows passes.
+        while joining := self._take_waiting():
+            self._prefill(joining)
+        return True
+
+    def _take_waiting(self) -> list[Sequence]:
+        """Waiting requests moved into free rows (first come, first served); cancelled ones end here."""
+        with self._cond:
             free = [r for r in range(self.max_rows) if r not in self._running]
             joining = []
-            while self._waiting and free:
+            while self._waiting and free and not self._closed:
                 seq = self._waiting.popleft()
                 if seq.stream.cancelled:
                     seq.stream.finish("cancelled")
@@ -201,12 +211,23 @@ class BatchEngine:
                 seq.row = free.pop(0)  # lowest free row first: the live rows stay packed at the front
                 self._running[seq.row] = seq
                 joining.append(seq)
-        for seq in joining:
-            self._prefill(seq)
-        return True
+        return joining
 
-    def _prefill(self, seq: Sequence) -> None:
-        self.runner.prefill(seq.row, seq.inputs, seq.params)
+    def _prefill(self, joining: list[Sequence]) -> None:
+        """Prompts that join at this boundary run together (one pass per group of similar lengths), so a request
+        that arrived beside others does not wait for their prefills one after another before its first frame."""
+        lengths = [seq.inputs.mask.shape[1] for seq in joining]
+        started = time.perf_counter()
+        for group in prefill_groups(lengths):
+            self.runner.prefill_many([(joining[i].row, joining[i].inputs, joining[i].params) for i in group])
+            for i in group:
+                joining[i].stream.prefilled_with = len(group)
+        log.debug("step %d: %d prompts prefilled in %.1f ms", self.steps, len(joining),
+                  1e3 * (time.perf_counter() - started))  # fmt: skip
+        for seq in joining:
+            self._joined(seq)
+
+    def _joined(self, seq: Sequence) -> None:
         seq.stream.joined_step = self.steps
         if seq.stream.audio:
             seq.audio_id = self._codec.open()

@@ -1,7 +1,8 @@
 """The model side of the batching engine: fixed row buffers, per-row prefill, and the (compiled) decode step.
 
-``StepRunner(model, rows, cache_len, options)`` owns ``StepBuffers`` for ``rows`` rows. ``prefill(row, inputs)``
-runs one request's prompt through the eager modules straight into its KV-cache row (slots 0..L-1) and arms the row;
+``StepRunner(model, rows, cache_len, options)`` owns ``StepBuffers`` for ``rows`` rows. ``prefill_many(joins)``
+runs the prompts of requests joining together through the eager modules in one right-padded forward pass, each into
+its own KV-cache row (slots 0..L-1), and arms the rows (``prefill(row, inputs)``: one request);
 ``step(used, text, u, plan)`` runs ``qwen_tts.step.decode_step`` over the first ``bucket(used)`` rows.
 
 With ``options.wants_compiled_step`` the step is ``torch.compile(decode_step, fullgraph=True, dynamic=False)``
@@ -25,7 +26,7 @@ from qwen_tts.options import RuntimeOptions
 from qwen_tts.prompt import TalkerInputs
 from qwen_tts.row_sampling import Plan
 from qwen_tts.sampling import SamplingParams
-from qwen_tts.step import RowKV, StepBuffers, decode_step
+from qwen_tts.step import StepBuffers, decode_step
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,32 @@ def buckets(max_rows: int) -> list[int]:
 
 def bucket_for(used: int, max_rows: int) -> int:
     return next(b for b in buckets(max_rows) if b >= used)
+
+
+def _right_padded(prompts: list[torch.Tensor]) -> torch.Tensor:
+    """(L_i, H) prompts -> (B, max L, H), zeros after each one (a zero position stays finite through RMSNorm)."""
+    if len(prompts) == 1:
+        return prompts[0][None]
+    out = prompts[0].new_zeros(len(prompts), max(p.shape[0] for p in prompts), prompts[0].shape[1])
+    for i, p in enumerate(prompts):
+        out[i, : p.shape[0]] = p
+    return out
+
+
+def prefill_groups(lengths: list[int], waste: float = 2.0) -> list[list[int]]:
+    """Indices of prompts to prefill together: by length, a group's padded size at most ``waste`` x its real size.
+
+    One long prompt would otherwise make every short one beside it pay its length.
+    """
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        group = groups[-1] if groups else []
+        grown = [*group, i]
+        if group and len(grown) * lengths[i] <= waste * sum(lengths[j] for j in grown):
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class StepRunner:
@@ -79,23 +106,37 @@ class StepRunner:
         return torch.compile(decode_step, fullgraph=True, dynamic=False, backend=self.backend)
 
     # -- rows ------------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def prefill(self, row: int, inputs: TalkerInputs, params: SamplingParams) -> None:
         """Run one unpadded prompt (batch 1) into row ``row`` and arm it (position L, frame 0, empty history)."""
+        self.prefill_many([(row, inputs, params)])
+
+    @torch.no_grad()
+    def prefill_many(self, joins: list[tuple[int, TalkerInputs, SamplingParams]]) -> None:
+        """Several unpadded prompts in one forward pass, each into its own row, armed as ``prefill`` arms one.
+
+        The prompts are right-padded: every real position keeps the RoPE position and slot it has alone, and the
+        causal attention never lets it see the padding that comes after it, so no mask is needed.
+        """
         b = self.bufs
-        length = inputs.mask.shape[1]
-        if length >= b.cache_len:
-            raise ValueError(f"the prompt has {length} positions and does not fit the cache of {b.cache_len} slots")
+        lengths = [inputs.mask.shape[1] for _, inputs, _ in joins]
+        if max(lengths) >= b.cache_len:
+            raise ValueError(
+                f"the prompt has {max(lengths)} positions and does not fit the cache of {b.cache_len} slots"
+            )
         talker = self.model.talker
-        cache = RowKV(b.k[:, row : row + 1], b.v[:, row : row + 1])
-        h = talker.model.run_layers(inputs.embeds, None, None, cache, 0)
-        last = h[:, -1]
-        b.logits[row] = talker.codec_head(last)[0]
-        b.hidden[row] = last[0]
-        b.pos[row], b.frame[row] = length, 0
-        b.seen[row] = False
-        b.set_row(row, params)
-        b.active[row] = True
+        embeds = _right_padded([inputs.embeds[0] for _, inputs, _ in joins])
+        cache = talker.model.new_cache(len(joins), embeds.shape[1])
+        h = talker.model.run_layers(embeds, None, None, cache, 0)
+        last = h[torch.arange(len(joins), device=h.device), torch.tensor(lengths, device=h.device) - 1]
+        logits = talker.codec_head(last)
+        for i, (row, _, params) in enumerate(joins):
+            b.k[:, row, :, : lengths[i]] = cache.k[:, i, :, : lengths[i]]
+            b.v[:, row, :, : lengths[i]] = cache.v[:, i, :, : lengths[i]]
+            b.logits[row], b.hidden[row] = logits[i], last[i]
+            b.pos[row], b.frame[row] = lengths[i], 0
+            b.seen[row] = False
+            b.set_row(row, params)
+            b.active[row] = True
 
     def release(self, row: int) -> None:
         """The row stops moving; its slots are overwritten by the next prefill."""

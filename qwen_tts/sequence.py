@@ -28,7 +28,8 @@ class Stream:
     from the iterator. ``reason`` says why it ended ("eos", "cap", "cancelled", "closed" or "error"), ``left`` is
     set when its row has left the batch, ``frames`` counts the frames generated. A ``stop`` callable given to
     ``submit`` is polled by the iterating thread (at least every ``POLL_S``); once it returns True the stream cancels. ``joined_step`` / ``left_step``
-    are the engine's step counter when the row joined and left (what tests and load reports read).
+    are the engine's step counter when the row joined and left (what tests and load reports read); ``prefilled_with``
+    is how many prompts its prefill pass ran (1: alone).
     """
 
     def __init__(self, audio: bool, on_cancel, stop=None):
@@ -37,6 +38,7 @@ class Stream:
         self.frames = 0
         self.joined_step: int | None = None
         self.left_step: int | None = None
+        self.prefilled_with = 0
         self.reason: str | None = None
         self.left = threading.Event()
         self._items: queue.Queue = queue.Queue()

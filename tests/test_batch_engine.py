@@ -11,6 +11,7 @@ import torch
 
 from qwen_tts import QwenTTS, SamplingParams, SynthesisRequest
 from qwen_tts.batching import BatchEngine, rows_for_memory
+from qwen_tts.runner import prefill_groups
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GREEDY = SamplingParams.greedy()
@@ -80,6 +81,60 @@ def test_codes_alone_equal_codes_in_a_changing_batch(engine, tts, sampled):
         assert not torch.equal(other_seed, alone)
     else:  # greedy through the engine is the library's single-request generator
         assert torch.equal(alone, torch.stack(list(tts.generate_codes(main))))
+
+
+def _submit_together(engine, items: list[tuple[SynthesisRequest, int]]) -> list:
+    """Submit while holding the scheduler's lock (re-entrant), so every request waits for the same boundary."""
+    with engine._cond:
+        return [engine.submit(req, seed=seed, audio=False) for req, seed in items]
+
+
+def _mixed(tts, sampled: bool) -> list[tuple[SynthesisRequest, int]]:
+    """Prompt lengths 13..56 positions, preset speakers, an x-vector-like identity, an instruction, mixed sampling."""
+    identity = torch.randn(tts.hidden_size, generator=torch.Generator().manual_seed(3))
+    sampling = SamplingParams() if sampled else GREEDY
+    return [
+        (_req(12, sampling, text="Hi."), 21),
+        (_req(10, sampling, speaker="eric", text="A different sentence, quite a bit longer than the first."), 22),
+        (_req(14, sampling, speaker=None, speaker_vector=identity, text="Who is speaking now?"), 23),
+        (_req(9, SamplingParams(temperature=0.7, top_k=20) if sampled else GREEDY, speaker="ryan",
+              instruct="Slow and calm."), 24),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
+def test_requests_submitted_together_prefill_in_one_pass_and_equal_their_codes_alone(engine, tts, sampled):
+    items = _mixed(tts, sampled)
+    alone = [_codes(engine.submit(req, seed=seed, audio=False)) for req, seed in items]
+    streams = _submit_together(engine, items)
+    together = [_codes(s) for s in streams]
+    assert {s.joined_step for s in streams} == {streams[0].joined_step}
+    assert [s.prefilled_with for s in streams] == [len(items)] * len(items)  # one pass for all four
+    for (req, _), got, want in zip(items, together, alone, strict=True):
+        assert len(got) == req.max_frames and torch.equal(got, want)
+    if not sampled:
+        assert torch.equal(alone[0], torch.stack(list(tts.generate_codes(items[0][0]))))
+
+
+def test_requests_joining_a_running_batch_together_change_nothing(engine, tts):
+    """Three prompts prefilled in one pass beside a running row: every row's codes are its codes alone."""
+    main, others = _req(30, SamplingParams()), _mixed(tts, sampled=True)[1:]
+    alone_main = _codes(engine.submit(main, seed=5, audio=False))
+    alone = [_codes(engine.submit(req, seed=seed, audio=False)) for req, seed in others]
+    stream = engine.submit(main, seed=5, audio=False)
+    frames = [next(stream) for _ in range(4)]
+    joined = _submit_together(engine, others)
+    together = [_codes(s) for s in joined]
+    frames += list(stream)
+    assert torch.equal(torch.stack(frames), alone_main)
+    assert all(s.prefilled_with == 3 and stream.joined_step < s.joined_step for s in joined)
+    assert all(torch.equal(got, want) for got, want in zip(together, alone, strict=True))
+
+
+def test_a_long_prompt_is_not_prefilled_beside_short_ones():
+    assert prefill_groups([20, 22, 25]) == [[0, 1, 2]]
+    assert prefill_groups([20, 500, 22, 21]) == [[0, 3, 2], [1]]  # 4 x 500 padded for 563 real: split off
+    assert prefill_groups([7]) == [[0]]
 
 
 def test_rows_really_overlapped(engine):
