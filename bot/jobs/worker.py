@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-COMPUTE_NICE = 10
 CLOSE_WAIT_S = 5.0  # at shutdown, how long the running job may take to stop before the worker is torn down
 STUCK_POLL_S = 1.0  # how often a running step's progress is looked at
 STACK_DEPTH = 12  # frames compared (from the innermost) to tell a moving step from a stuck one
@@ -61,15 +60,6 @@ class PolledEvent(threading.Event):
     def is_set(self) -> bool:
         self.polls += 1
         return super().is_set()
-
-
-def yield_cpu_to_voice() -> None:
-    """Lower the compute thread's scheduling priority (Linux: per-thread nice +10), so that on a busy CPU the voice
-    player threads, which must send a packet every 20 ms, run first; the model just takes a little longer."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPUTE_NICE)
-    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: the default priority is fine
-        log.debug("compute thread keeps its priority: %s", exc)
 
 
 class JobTimeout(Exception):
@@ -99,9 +89,7 @@ class InferenceWorker:
         self.slots = slots
         self.running: dict[int, Job] = {}  # job id -> job, in start order
         self.narrator: Narrator | None = None  # bound by `bind`; jobs that need the model use it
-        self._executor = ThreadPoolExecutor(
-            max_workers=slots, thread_name_prefix=f"compute-{name}", initializer=yield_cpu_to_voice
-        )
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"compute-{name}")
         self._in_thread: dict[int, set[concurrent.futures.Future]] = {}  # job id -> its steps still on a thread
         self.stuck_step_s = stuck_step_s  # None: never judged stuck (the job timeout still applies)
         self.threads_replaced = 0
@@ -293,9 +281,7 @@ class InferenceWorker:
         self._in_thread.pop(job.id, None)  # never waited for: it may not return
         old, self._executor = (
             self._executor,
-            ThreadPoolExecutor(
-                max_workers=self.slots, thread_name_prefix=f"compute-{self.name}", initializer=yield_cpu_to_voice
-            ),
+            ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"compute-{self.name}"),
         )
         old.shutdown(wait=False)  # other jobs' steps already there finish; their next steps go to the new threads
         self.threads_replaced += 1
