@@ -115,6 +115,10 @@ class SayService:
         # must still know whose it is (bot.services.permissions).
         self.job_owners: dict[object, int] = {}
         self.stop_hooks: list[Callable[[int], object]] = []  # told the guild id on /stop (chat drops its backlog)
+        # job id -> (request, reporter) of recent renders: their audio may still be queued when voice is lost for
+        # good, long after the render fed its last chunk (gapless playback holds a slow render's segment back).
+        self._voiced: dict[object, tuple[SayRequest, Reporter]] = {}
+        playback.on_unheard = self._unheard
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -125,6 +129,18 @@ class SayService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:  # never "Task exception was never retrieved"
             log.error("a /say background task failed", exc_info=task.exception())
+
+    def _remember_voiced(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
+        self._voiced[job.id] = (request, reporter)
+        while len(self._voiced) > MAX_REMEMBERED_OWNERS:
+            self._voiced.pop(next(iter(self._voiced)))
+
+    def _unheard(self, guild_id: int, tags: list[object]) -> None:
+        """The guild's player ended with these renders' audio unplayed: each owner hears why, once."""
+        for tag in tags:
+            entry = self._voiced.pop(tag, None)
+            if entry is not None and entry[0].guild_id == guild_id:
+                self._voice_lost(*entry)
 
     def _remember_owner(self, job: Job) -> None:
         self.job_owners[job.id] = job.user_id
@@ -324,6 +340,7 @@ class SayService:
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
     async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
+        self._remember_voiced(job, request, reporter)
         try:
             return await self._render_into_voice(job, worker, request, reporter)
         finally:

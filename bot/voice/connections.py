@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
@@ -58,6 +59,9 @@ class Playback:
         self.client = client
         self.prebuffer_s = prebuffer_s
         self.limits = limits
+        # Called (on the loop) with a guild and the tags whose queued audio was never played when its player ended
+        # (the bot was kicked or the connection dropped for good): the render service tells their owners.
+        self.on_unheard: Callable[[int, list[object]], None] | None = None
         self._expected: dict[int, set[object]] = {}  # guild -> tags of renders that will feed it (queued, running)
         self._idle_timers: dict[int, asyncio.TimerHandle] = {}
         self._leaving: set[asyncio.Task] = set()
@@ -309,8 +313,12 @@ class Playback:
         ended = self._ended.pop(source, None)
         if ended is not None:
             ended.set()
-        if self._sources.get(guild_id) is source:
-            del self._sources[guild_id]
+        if self._sources.get(guild_id) is not source:
+            return  # left on purpose (/leave, idle): the source was let go first
+        del self._sources[guild_id]
+        unheard = source.unheard_tags()
+        if unheard and self.on_unheard is not None:  # kicked or dropped with audio queued: its owners are told
+            self.on_unheard(guild_id, unheard)
 
     # -- idle --------------------------------------------------------------------------------------------------------
 

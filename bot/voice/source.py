@@ -191,6 +191,11 @@ class PCMStreamSource(discord.AudioSource):
     def queued_seconds(self, tag: object | None = None) -> float:
         return self.queued_bytes(tag) / BYTES_PER_SECOND
 
+    def unheard_tags(self) -> list[object]:
+        """The tags with audio still queued (what a listener would miss if the stream stopped now)."""
+        with self._lock:
+            return [t.tag for t in self._tracks if t.data]
+
     def has_audio(self, tag: object) -> bool:
         with self._lock:
             return any(t.tag == tag for t in self._tracks)
