@@ -89,9 +89,7 @@ async def test_services_start_the_engine_and_render_a_say_through_it(scripted) -
     first, second = engine.requests
     assert first.speaker == "aiden" and first.instruct and "excit" in first.instruct.lower()
     assert second.speaker == "serena" and second.model == engine.model
-    assert len(audio) / 24_000 == pytest.approx(
-        len(first.text) / 15 + 0.5 + max(0.2, len(second.text) / 15), abs=0.05
-    )
+    assert len(audio) / 24_000 == pytest.approx(len(first.text) / 15 + 0.5 + max(0.2, len(second.text) / 15), abs=0.05)
 
 
 async def test_clone_and_design_go_through_the_seam_and_lock_the_timbre(scripted) -> None:
@@ -196,7 +194,7 @@ class _VoiceClientStandIn(discord.VoiceClient):
         pass
 
     def play(self, source, *, after=None, **options) -> None:
-        self.played = source
+        self.played, self.after = source, after
 
     async def disconnect(self, *, force: bool = False) -> None:
         self.played = None
@@ -221,3 +219,22 @@ async def test_a_render_that_fails_mid_stream_releases_the_guild_and_the_next_is
     # The failed render's 2 chunks (0.16 s = 8 frames) play out, then the next render's 1.6 s follow: nothing is stuck
     # behind the failed render's partial frame.
     assert len(audible) >= 8 + 70, len(audible)
+
+
+async def test_voice_lost_for_good_with_audio_queued_tells_the_owner(scripted) -> None:
+    """A render that fed all its audio, then the bot is kicked before it was played: the owner is told why."""
+    from types import SimpleNamespace
+
+    services, _engine = scripted
+    guild = SimpleNamespace(id=GUILD)
+    guild.voice_client = _VoiceClientStandIn(guild)
+    services.playback.client = SimpleNamespace(get_guild=lambda _id: guild, guilds=[guild])
+    reporter = await _say(services, ALICE, "Every word of this was queued before the kick.")
+    assert reporter.finals[0][0].startswith("Done:")
+    assert not any("lost the voice connection" in text for text in reporter.statuses)
+    guild.voice_client.after(None)  # discord.py's player ends (kicked): nothing of the render was played
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if any("lost the voice connection" in text for text in reporter.statuses):
+            break
+    assert sum("lost the voice connection" in text for text in reporter.statuses) == 1, reporter.statuses
