@@ -131,9 +131,7 @@ class SayService:
             log.error("a /say background task failed", exc_info=task.exception())
 
     def _remember_voiced(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
-        self._voiced[job.id] = (request, reporter)
-        while len(self._voiced) > MAX_REMEMBERED_OWNERS:
-            self._voiced.pop(next(iter(self._voiced)))
+        _remember(self._voiced, job.id, (request, reporter))
 
     def _unheard(self, guild_id: int, tags: list[object]) -> None:
         """The guild's player ended with these renders' audio unplayed: each owner hears why, once."""
@@ -143,9 +141,7 @@ class SayService:
                 self._voice_lost(*entry)
 
     def _remember_owner(self, job: Job) -> None:
-        self.job_owners[job.id] = job.user_id
-        while len(self.job_owners) > MAX_REMEMBERED_OWNERS:
-            self.job_owners.pop(next(iter(self.job_owners)))
+        _remember(self.job_owners, job.id, job.user_id)
 
     # -- validating (before defer) -----------------------------------------------------------------------------------
 
@@ -582,6 +578,13 @@ class SayService:
             await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
         except discord.HTTPException as exc:
             log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)
+
+
+def _remember(memory: dict, key: object, value: object) -> None:
+    """Keep `value` under `key`, forgetting the oldest entries past MAX_REMEMBERED_OWNERS (bounded memory)."""
+    memory[key] = value
+    while len(memory) > MAX_REMEMBERED_OWNERS:
+        memory.pop(next(iter(memory)))
 
 
 def _error_text(exc: BaseException) -> str:
