@@ -51,8 +51,9 @@ from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
 from bot.services.permissions import Permissions
 from bot.services.pronunciation import PronunciationService
+from bot.services.render_rows import DATABASE_ERRORS
 from bot.services.retention import Retention
-from bot.services.say import DATABASE_ERRORS, SayService
+from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback, VoiceLimits
 from db import repo

@@ -157,7 +157,7 @@ class TextChannel:
 async def test_the_interrupted_report_survives_database_errors(services, path, caplog) -> None:
     channel = TextChannel()
     client = SimpleNamespace(get_channel=lambda _id: channel)
-    async with services.say.db.sessions.begin() as s:
+    async with services.db.sessions.begin() as s:
         await repo.add_render(s, GUILD, CHANNEL, ALICE, "interrupted", None)
         await repo.mark_unfinished_interrupted(s)
 
@@ -165,7 +165,7 @@ async def test_the_interrupted_report_survives_database_errors(services, path, c
         await services.say.report_interrupted(client)
     assert len(channel.sent) == 1 and "interrupted because I restarted" in channel.sent[0]
     assert logged_database_error(caplog, "was told")
-    async with services.say.db.sessions() as s:
+    async with services.db.sessions() as s:
         assert [r.id for r in await repo.unnotified_interrupted(s)] == [1]
 
     execute(path, "DROP TABLE renders")  # cannot even be read: logged, nothing raised

@@ -215,7 +215,7 @@ async def test_the_master_is_posted_even_if_the_database_fails_at_the_end(tmp_pa
                 raise OperationalError("UPDATE renders", {}, Exception("database is locked"))
             await real_mark(session, render_id, status, **values)
 
-        monkeypatch.setattr("bot.services.say.MARK_RETRY_S", 0.05)
+        monkeypatch.setattr("bot.services.render_rows.MARK_RETRY_S", 0.05)
         monkeypatch.setattr(repo, "mark_render", locked)
         job, _ = await services.say.enqueue(request, Reporter())
         await asyncio.wait_for(job.done, 60)

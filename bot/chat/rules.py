@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+
+from cachetools import LRUCache
 
 from bot.chat.cleanup import CleanedMessage
 from bot.chat.markup import escape
@@ -104,17 +105,15 @@ class AnnouncementThrottle:
         clock: Callable[[], float] = time.monotonic,
         max_guilds: int = MAX_TRACKED_GUILDS,
     ) -> None:
-        self.window_s, self.clock, self.max_guilds = window_s, clock, max_guilds
-        self._last: OrderedDict[int, tuple[int, float]] = OrderedDict()
+        self.window_s, self.clock = window_s, clock
+        self._last: LRUCache[int, tuple[int, float]] = LRUCache(max_guilds)
 
     def should_announce(self, guild_id: int, author_id: int) -> bool:
         """True when the author's name should be said before this message (call once, as it is spoken)."""
         now = self.clock()
-        last = self._last.pop(guild_id, None)
+        last = self._last.get(guild_id)
         announce = last is None or last[0] != author_id or now - last[1] >= self.window_s
         self._last[guild_id] = (author_id, now)
-        while len(self._last) > self.max_guilds:
-            self._last.popitem(last=False)
         return announce
 
     def forget(self, guild_id: int) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from bot.chat.cleanup import MAX_MAX_SECONDS, MIN_MAX_SECONDS
 from bot.chat.rules import ReadRules, check_template
@@ -28,25 +29,13 @@ MAX_BOUND_PER_GUILD = 10  # text channels one guild may have read aloud at once
 READ_PREFIX_OFF = "off"  # `/narrate settings read_prefix:off` removes the read prefix
 
 
-class _Lru(OrderedDict):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
 class ChatConfig:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._bound: dict[int, dict[int, chat_db.BoundChannel]] | None = None  # guild -> text channel -> binding
         self._load_lock = asyncio.Lock()
-        self._settings = _Lru(MAX_CACHED_GUILDS)
-        self._nicknames = _Lru(MAX_CACHED_NICKNAMES)
+        self._settings: LRUCache[int, chat_db.ChatSettings] = LRUCache(MAX_CACHED_GUILDS)
+        self._nicknames: LRUCache[tuple[int, int], str | None] = LRUCache(MAX_CACHED_NICKNAMES)
 
     # -- bindings ----------------------------------------------------------------------------------------------------
 
@@ -103,7 +92,7 @@ class ChatConfig:
         if found is None:
             async with self.db.sessions() as s:
                 found = await chat_db.get_chat_settings(s, guild_id)
-            self._settings.put(guild_id, found)
+            self._settings[guild_id] = found
         return found
 
     async def update(self, guild_id: int, **values: Any) -> chat_db.ChatSettings:
@@ -126,7 +115,7 @@ class ChatConfig:
                 updated = await chat_db.update_chat_settings(s, guild_id, **values)
         except InvalidSetting as exc:
             raise UserError(f"That setting cannot be used: {exc}.") from None
-        self._settings.put(guild_id, updated)
+        self._settings[guild_id] = updated
         return updated
 
     @staticmethod
@@ -160,12 +149,11 @@ class ChatConfig:
 
     async def nickname(self, guild_id: int, user_id: int) -> str | None:
         key = (guild_id, user_id)
-        if key in self._nicknames:
-            self._nicknames.move_to_end(key)
+        if key in self._nicknames:  # a cached None is "no nickname", not "not cached"
             return self._nicknames[key]
         async with self.db.sessions() as s:
             found = await chat_db.get_nickname(s, guild_id, user_id)
-        self._nicknames.put(key, found)
+        self._nicknames[key] = found
         return found
 
     async def set_nickname(self, guild_id: int, user_id: int, nickname: str | None) -> str | None:
@@ -182,5 +170,5 @@ class ChatConfig:
                     stored = await chat_db.set_nickname(s, guild_id, user_id, nickname)
                 except InvalidSetting as exc:
                     raise UserError(f"That name cannot be used: {exc}.") from None
-        self._nicknames.put((guild_id, user_id), stored)
+        self._nicknames[(guild_id, user_id)] = stored
         return stored

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 from bot.chat.dictionary import MAX_GUILD_RULES, MAX_USER_RULES, Dictionary, DictionaryError, Rule, check_rule
 from bot.chat.dictionary_io import DictionaryImportError, export_rules, import_rules
@@ -44,7 +45,7 @@ def whose(owner: int | None) -> str:
 class PronunciationService:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._cache: OrderedDict[tuple[int, int], Dictionary] = OrderedDict()
+        self._cache: LRUCache[tuple[int, int], Dictionary] = LRUCache(MAX_CACHED)
 
     # -- applying ----------------------------------------------------------------------------------------------------
 
@@ -53,7 +54,6 @@ class PronunciationService:
         key = (guild_id, user_id)
         found = self._cache.get(key)
         if found is not None:
-            self._cache.move_to_end(key)
             return found
         async with self.db.sessions() as s:
             own = await chat_db.list_rules(s, guild_id, user_id)
@@ -61,8 +61,6 @@ class PronunciationService:
         # RE2 compiles fast, but 250 rules is still milliseconds: keep it off the event loop
         dictionary = await asyncio.to_thread(Dictionary.build, _rules(guild), _rules(own))
         self._cache[key] = dictionary
-        while len(self._cache) > MAX_CACHED:
-            self._cache.popitem(last=False)
         return dictionary
 
     def forget_guild(self, guild_id: int) -> None:

@@ -4,34 +4,34 @@ The way of one /say (ARCHITECTURE.md): `prepare` parses and resolves voices befo
 input gets an ephemeral reply and nothing is queued); `submit` records the render, joins voice and queues the job
 with its Smart ETA (`Narrator.predict_seconds`, told to a user who must wait); the job (on an inference worker)
 drives the narration engine and fans each 24 kHz chunk out to the guild's voice stream (resampled once) while the
-engine writes the master; `_follow` reports the outcome.
+engine writes the master; `_follow` reports the outcome. The render's row lives in `render_rows`, its way into
+voice (backpressure, telling the owner once if voice is lost) in `voice_feed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
-from sqlalchemy.exc import SQLAlchemyError
+from cachetools import LRUCache
 
 from bot.durations import about
-from bot.errors import DatabaseBusy, NotAllowed, QueueFull, UserError
+from bot.errors import NotAllowed, QueueFull, UserError
 from bot.jobs.queue import Job, JobQueue
 from bot.narration import planning as narrate
 from bot.narration.production import AudioChunk, Finished, Progress
 from bot.services.progress import Reporter, fit_lines, progress_line, queued_line, starting_line
 from bot.services.queue_board import QueueBoard
+from bot.services.render_rows import RenderRows, told_if_database_fails
+from bot.services.voice_feed import Listening, VoiceFeed
 from bot.voice.attachments import attachment_for
-from bot.voice.connections import RESUME_GRACE_S
-from bot.voice.source import BYTES_PER_SECOND, StereoUpsampler
-from db import repo
+from bot.voice.source import StereoUpsampler
 
 if TYPE_CHECKING:
     from bot.jobs.worker import InferenceWorker
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from bot.services.pronunciation import PronunciationService
     from bot.settings import Settings
     from bot.voice.connections import Playback
+    from db import repo
     from db.engine import Database
 
 log = logging.getLogger(__name__)
@@ -47,29 +48,8 @@ log = logging.getLogger(__name__)
 # A script predicted to need more than this share of NARRATOR_JOB_TIMEOUT_S is refused before queueing: it would
 # very likely be stopped by the timeout after holding a worker for all of it.
 MAX_TIMEOUT_SHARE = 0.8
-FEED_PIECE_BYTES = BYTES_PER_SECOND  # audio goes to voice in pieces of at most 1 s, each waiting for room
-
 MAX_REMEMBERED_OWNERS = 1000
-MARK_ATTEMPTS = 4  # a locked database is retried (each try waits out SQLite's busy timeout first)
-MARK_RETRY_S = 2.0
 SYNTHETIC = "Synthetic speech (AI-generated)"
-# What a failing database raises: SQLAlchemy's errors, and the OSError asyncpg gives when the server is unreachable.
-DATABASE_ERRORS = (SQLAlchemyError, OSError)
-
-
-def database_busy(doing: str) -> str:
-    return f"I could not {doing} this render: the database is busy or unavailable; try again in a moment."
-
-
-@contextlib.contextmanager
-def told_if_database_fails(doing: str) -> Iterator[None]:
-    """A database error inside becomes DatabaseBusy (one clear sentence for the user instead of the generic
-    apology), logged here with its exception since the command's error handler logs refusals without one."""
-    try:
-        yield
-    except DATABASE_ERRORS as exc:
-        log.error("could not %s a /say render: database error", doing, exc_info=exc)
-        raise DatabaseBusy(database_busy(doing)) from exc
 
 
 @dataclass
@@ -81,8 +61,6 @@ class SayRequest:
     plan: Any  # narrate.Plan: parsed script + identities
     voice: repo.Voice | None
     render_id: int | None = None
-    voice_lost: bool = False
-    watching_resume: bool = False  # a check is pending on a voice connection that may be resuming
     predicted_s: float | None = None  # Smart ETA of the render (compute seconds), set by `prepare`
     keep_master: bool = True  # False: stream only, no master on disk (chat narration)
     stats: dict[str, float] = field(default_factory=dict)
@@ -102,7 +80,7 @@ class SayService:
     ) -> None:
         self.settings = settings
         self.dictionaries = dictionaries  # the pronunciation dictionary, applied to scripts outside tags
-        self.db = db
+        self.rows = RenderRows(db, self._spawn)
         self.queue = queue
         self.workers = workers
         self.library = library
@@ -113,12 +91,9 @@ class SayService:
         self.closing = False  # set by Services.shutdown: cancelled renders stay "running" -> "interrupted" next start
         # job id -> user id of recent renders: a render's audio may play on after its job ended, and /skip or /stop
         # must still know whose it is (bot.services.permissions).
-        self.job_owners: dict[object, int] = {}
+        self.job_owners: LRUCache[object, int] = LRUCache(MAX_REMEMBERED_OWNERS)
         self.stop_hooks: list[Callable[[int], object]] = []  # told the guild id on /stop (chat drops its backlog)
-        # job id -> (request, reporter) of recent renders: their audio may still be queued when voice is lost for
-        # good, long after the render fed its last chunk (gapless playback holds a slow render's segment back).
-        self._voiced: dict[object, tuple[SayRequest, Reporter]] = {}
-        playback.on_unheard = self._unheard
+        self.voice = VoiceFeed(playback, self._spawn)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -129,19 +104,6 @@ class SayService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:  # never "Task exception was never retrieved"
             log.error("a /say background task failed", exc_info=task.exception())
-
-    def _remember_voiced(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
-        _remember(self._voiced, job.id, (request, reporter))
-
-    def _unheard(self, guild_id: int, tags: list[object]) -> None:
-        """The guild's player ended with these renders' audio unplayed: each owner hears why, once."""
-        for tag in tags:
-            entry = self._voiced.pop(tag, None)
-            if entry is not None and entry[0].guild_id == guild_id:
-                self._voice_lost(*entry)
-
-    def _remember_owner(self, job: Job) -> None:
-        _remember(self.job_owners, job.id, job.user_id)
 
     # -- validating (before defer) -----------------------------------------------------------------------------------
 
@@ -242,17 +204,9 @@ class SayService:
 
     async def _record(self, request: SayRequest) -> None:
         """Add the render's row (status queued); DatabaseBusy if it cannot be written, and then there is no row."""
-        with told_if_database_fails("record"):
-            async with self.db.sessions.begin() as s:
-                row = await repo.add_render(
-                    s,
-                    request.guild_id,
-                    request.channel_id,
-                    request.user_id,
-                    request.script,
-                    request.voice.id if request.voice else None,
-                )
-        request.render_id = row.id
+        voice_id = request.voice.id if request.voice else None
+        row_id = await self.rows.record(request.guild_id, request.channel_id, request.user_id, request.script, voice_id)
+        request.render_id = row_id
 
     async def _queue(self, request: SayRequest, reporter: Reporter) -> tuple[Job, int]:
         job = self.render_job(request, reporter)
@@ -336,16 +290,19 @@ class SayService:
     # -- the job (runs on an inference worker) -----------------------------------------------------------------------
 
     async def _render(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter: Reporter) -> Any:
-        self._remember_voiced(job, request, reporter)
+        listening = self.voice.open(job, request.guild_id, request.render_id, reporter)
         try:
-            return await self._render_into_voice(job, worker, request, reporter)
+            return await self._render_into_voice(job, worker, request, listening)
         finally:
             # However the render ended (done, failed, timed out, cancelled, voice lost), its track in the guild's
             # stream is closed: what was queued plays out, a partial frame is padded, and the next render follows.
             self.playback.end(request.guild_id, job.id)
 
-    async def _render_into_voice(self, job: Job, worker: InferenceWorker, request: SayRequest, reporter) -> Any:
+    async def _render_into_voice(
+        self, job: Job, worker: InferenceWorker, request: SayRequest, listening: Listening
+    ) -> Any:
         await self._mark(request, "running")
+        reporter, feed = listening.reporter, self.voice
         playback = self.playback
         upsampler = StereoUpsampler(worker.narrator.engine.audio.sample_rate)  # the engine's rate, from its codec
         started = time.monotonic()
@@ -357,7 +314,7 @@ class SayService:
             if isinstance(event, AudioChunk):
                 if "first_audio" not in request.stats:
                     request.stats["first_audio"] = time.monotonic() - started
-                await self._to_voice(playback, request, job, upsampler.push(event.audio), reporter, event.made_at)
+                await feed.push(listening, upsampler.push(event.audio), event.made_at)
             elif isinstance(event, Progress):
                 if event.segment != segment:  # the audio from here on is the next segment's
                     if bounds is None:  # the production has read the engine's format by its first event
@@ -370,7 +327,7 @@ class SayService:
                 result = event
         if job.cancelled or result is None:
             return None  # stopped: nothing more may reach the voice channel
-        await self._to_voice(playback, request, job, upsampler.finish(), reporter)
+        await feed.push(listening, upsampler.finish())
         request.stats["render"] = time.monotonic() - started
         return result
 
@@ -378,44 +335,6 @@ class SayService:
         """Render `request` into its guild's voice stream as a job queued by another service (chat narration): the
         /say render path without a render row or outcome messages; returns the production's `Finished`."""
         return await self._render(job, worker, request, reporter)
-
-    async def _to_voice(
-        self, playback, request: SayRequest, job: Job, pcm: bytes, reporter: Reporter, made_at: float | None = None
-    ) -> None:
-        """Queue `pcm` for the guild in pieces, each once there is room (backpressure: a render waits while its guild
-        has NARRATOR_MAX_BUFFERED_SECONDS queued, so a pause flood holds its compute instead of filling memory).
-        `made_at`: when the engine made it (voice measures the production speed by it, not by when it got here)."""
-        for start in range(0, len(pcm), FEED_PIECE_BYTES):
-            piece = pcm[start : start + FEED_PIECE_BYTES]
-            await playback.wait_for_room(request.guild_id, job.id, len(piece) / BYTES_PER_SECOND)
-            if request.voice_lost or job.cancelled:
-                return
-            if not playback.feed(request.guild_id, job.id, piece, made_at):
-                self._voice_lost(request, reporter)
-                return
-            if playback.resuming(request.guild_id) and not request.watching_resume:
-                # Queued for a connection that is not up: it is lost unless discord.py's resume succeeds in time,
-                # which a render faster than real time may never find out by feeding, so check once the grace is over.
-                request.watching_resume = True
-                self._spawn(self._check_resumed(playback, request, reporter))
-
-    async def _check_resumed(self, playback, request: SayRequest, reporter: Reporter) -> None:
-        await asyncio.sleep(RESUME_GRACE_S + 0.1)
-        request.watching_resume = False
-        if playback.resuming(request.guild_id) or not playback.connected(request.guild_id):
-            self._voice_lost(request, reporter)
-
-    def _voice_lost(self, request: SayRequest, reporter: Reporter) -> None:
-        if request.voice_lost:
-            return
-        request.voice_lost = True
-        log.warning("voice connection lost in guild %s during render #%s", request.guild_id, request.render_id)
-        self._spawn(
-            reporter.note(
-                "I lost the voice connection, so you will not hear the rest; the recording will still be "
-                "posted here. Use /join to bring me back."
-            )
-        )
 
     # -- outcome -----------------------------------------------------------------------------------------------------
 
@@ -428,7 +347,7 @@ class SayService:
             playback.end(request.guild_id, job.id)  # also when it never ran (cancelled while queued)
 
     async def _report(self, job: Job, request: SayRequest, reporter: Reporter) -> None:
-        self._remember_owner(job)
+        self.job_owners[job.id] = job.user_id
         try:
             finished = await job.done
         except asyncio.CancelledError:
@@ -486,29 +405,8 @@ class SayService:
         await reporter.done(text, attachment)
 
     async def _mark(self, request: SayRequest, status: str, **values: Any) -> bool:
-        """Record the render's state; a database error is logged and retried (a locked SQLite frees up), and never
-        raised: the user's answer must not depend on the bookkeeping. False if it could not be recorded now (then
-        it is retried in the background, so the row does not stay queued or running)."""
-        if request.render_id is None:
-            return True
-        if await self._try_mark(request.render_id, status, values, attempts=1):
-            return True
-        if status not in ("queued", "running"):  # only the final state is retried: a late "running" must not win
-            self._spawn(self._try_mark(request.render_id, status, values, attempts=MARK_ATTEMPTS))
-        return False
-
-    async def _try_mark(self, render_id: int, status: str, values: dict[str, Any], *, attempts: int) -> bool:
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.db.sessions.begin() as s:
-                    await repo.mark_render(s, render_id, status, **values)
-                return True
-            except DATABASE_ERRORS as exc:
-                log.error("could not record render #%s as %s (try %d of %d): %s", render_id, status, attempt,
-                          attempts, exc)  # fmt: skip
-                if attempt < attempts:
-                    await asyncio.sleep(MARK_RETRY_S * attempt)
-        return False
+        """Record the render's state; never raises (RenderRows.mark): the user's answer must not depend on it."""
+        return await self.rows.mark(request.render_id, status, **values)
 
     # -- stop, skip, queue -------------------------------------------------------------------------------------------
 
@@ -543,48 +441,9 @@ class SayService:
         lines = self.queue_lines(guild_id)
         return fit_lines(lines) if lines else "The queue is empty."
 
-    # -- after a restart ---------------------------------------------------------------------------------------------
-
     async def report_interrupted(self, client: discord.Client) -> None:
-        """Tell the owner of each render a restart interrupted. A database error is logged and never raised (this
-        runs at start-up); whoever it leaves untold, or told but not marked so, is told at the next start."""
-        try:
-            async with self.db.sessions() as s:
-                renders = await repo.unnotified_interrupted(s)
-        except DATABASE_ERRORS as exc:
-            log.error("could not read the renders interrupted by the last restart; their owners will be told at the "
-                      "next start: %s", exc, exc_info=exc)  # fmt: skip
-            return
-        for render in renders:
-            await self._tell_interrupted(client, render)
-            await self._mark_notified(render.id)
-
-    async def _mark_notified(self, render_id: int) -> None:
-        try:
-            async with self.db.sessions.begin() as s:
-                await repo.mark_notified(s, render_id)
-        except DATABASE_ERRORS as exc:
-            log.error("could not record that the owner of interrupted render #%s was told (they may be told again "
-                      "at the next start): %s", render_id, exc, exc_info=exc)  # fmt: skip
-
-    @staticmethod
-    async def _tell_interrupted(client: discord.Client, render: repo.Render) -> None:
-        text = (
-            f"<@{render.user_id}> sorry, your render #{render.id} was interrupted because I restarted. "
-            "I am back: run /say again to get it."
-        )
-        try:
-            channel = client.get_channel(render.channel_id) or await client.fetch_channel(render.channel_id)
-            await channel.send(text, allowed_mentions=discord.AllowedMentions(users=[discord.Object(render.user_id)]))
-        except discord.HTTPException as exc:
-            log.warning("could not tell user %s about interrupted render #%s: %s", render.user_id, render.id, exc)
-
-
-def _remember(memory: dict, key: object, value: object) -> None:
-    """Keep `value` under `key`, forgetting the oldest entries past MAX_REMEMBERED_OWNERS (bounded memory)."""
-    memory[key] = value
-    while len(memory) > MAX_REMEMBERED_OWNERS:
-        memory.pop(next(iter(memory)))
+        """Tell the owner of each render a restart interrupted (at start-up; never raises)."""
+        await self.rows.report_interrupted(client)
 
 
 def _error_text(exc: BaseException) -> str:
