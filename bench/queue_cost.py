@@ -153,7 +153,9 @@ async def measure(count: int, starts: int, old: bool, guilds: int) -> tuple[floa
             max_queued_per_guild=100_000, max_queued_total=100_000,
         )  # fmt: skip
         db = await open_database(settings.database_url)
-        services = build_services(settings, db, build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings)))
+        services = build_services(
+            settings, db, build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings))
+        )
         try:
             reporters = await fill(services, count, guilds, old)
             times = []

@@ -155,7 +155,9 @@ async def open_bot(
         await mark_interrupted(db)
         settings.outputs_dir.mkdir(parents=True, exist_ok=True)
         bot = bot_for(settings, **client_options)
-        services = build_services(settings, db, engines or build_engines(settings), Playback(bot, VoiceLimits.of(settings)))
+        services = build_services(
+            settings, db, engines or build_engines(settings), Playback(bot, VoiceLimits.of(settings))
+        )
         services.retention.sweep_at_start()  # before any render can write: what a killed run left
         bot.services = services
         await services.start()

@@ -20,4 +20,6 @@ def no_discord() -> SimpleNamespace:
 
 
 def services_for(settings: Settings, db: Database, engines: Sequence[Engine] | None = None) -> Services:
-    return build_services(settings, db, engines or build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings)))
+    return build_services(
+        settings, db, engines or build_engines(settings), Playback(no_discord(), VoiceLimits.of(settings))
+    )

@@ -97,6 +97,7 @@ async def test_full_queue_is_refused_before_deferring(services: Services) -> Non
 async def test_skip_drops_the_playing_render_and_stop_clears_the_guild(services: Services) -> None:
 
     from bot.voice.source import FRAME_BYTES, SILENCE, PCMStreamSource
+
     source = PCMStreamSource(prebuffer_s=0, pace=False)
     services.playback._sources[GUILD] = source
 

@@ -96,15 +96,21 @@ def test_no_import_cycles() -> None:
     ],
 )
 def test_lower_layers_never_import_upwards(layer: str, forbidden: set[str]) -> None:
-    bad = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if _top(m) == layer for t in targets if _top(t) in forbidden)
+    bad = sorted(
+        f"{m} -> {t}" for m, targets in GRAPH.items() if _top(m) == layer for t in targets if _top(t) in forbidden
+    )
     assert not bad, "\n".join(bad)
 
 
 def test_only_the_local_engine_imports_the_model() -> None:
-    reaching = sorted(m for m, targets in GRAPH.items() if _top(m) == "bot" and any(_top(t) == "qwen_tts" for t in targets))
+    reaching = sorted(
+        m for m, targets in GRAPH.items() if _top(m) == "bot" and any(_top(t) == "qwen_tts" for t in targets)
+    )
     assert reaching == ["bot.engine.local"]
 
 
 def test_qwen_tts_reads_no_bot_setting() -> None:
-    offenders = [str(p.relative_to(ROOT)) for n, p in MODULES.items() if _top(n) == "qwen_tts" and "NARRATOR_" in p.read_text()]
+    offenders = [
+        str(p.relative_to(ROOT)) for n, p in MODULES.items() if _top(n) == "qwen_tts" and "NARRATOR_" in p.read_text()
+    ]
     assert not offenders

@@ -113,9 +113,7 @@ async def test_two_guilds_share_the_worker_fairly(services: Services) -> None:
 
 
 async def test_clone_and_design_store_locked_timbres(services: Services) -> None:
-    cloned = await services.creation.clone(
-        GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True
-    )
+    cloned = await services.creation.clone(GUILD, ALICE, "Reader", voiced_wav_bytes(2.0), "r.wav", "hello there", True)
     assert cloned.kind == "cloned" and cloned.consent and len(cloned.timbre) == 4 * 32  # tiny hidden size 32
     assert Path(cloned.ref_clip_path).is_file()
     designed = await services.creation.design(GUILD, BOB, "mine", "a warm low voice", personal=True)
