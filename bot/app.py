@@ -51,12 +51,11 @@ from bot.services.guild_config import GuildConfig
 from bot.services.library import VoiceLibrary
 from bot.services.permissions import Permissions
 from bot.services.pronunciation import PronunciationService
-from bot.services.render_rows import DATABASE_ERRORS
+from bot.services.render_rows import mark_interrupted
 from bot.services.retention import Retention
 from bot.services.say import SayService
 from bot.settings import Settings
 from bot.voice.connections import Playback, VoiceLimits
-from db import repo
 from db.engine import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -130,20 +129,6 @@ def build_services(settings: Settings, db: Database, engines: Sequence[Engine], 
         dictionary=dictionary,
         chat=ChatService(chat_config, dictionary, say, library, queue, playback),
     )
-
-
-async def mark_interrupted(db: Database) -> None:
-    """Renders a previous process left queued or running become `interrupted`. A database error (another process
-    holding a lock) is logged and start-up goes on: those rows are marked at the next start instead."""
-    try:
-        async with db.sessions.begin() as session:
-            interrupted = await repo.mark_unfinished_interrupted(session)
-    except DATABASE_ERRORS as exc:
-        log.error("could not mark the renders left unfinished by the last run as interrupted (retried at the next "
-                  "start): %s", exc, exc_info=exc)  # fmt: skip
-        return
-    if interrupted:
-        log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
 
 
 @contextlib.asynccontextmanager

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import pytest_asyncio
 
-from bot.app import mark_interrupted
 from bot.errors import DatabaseBusy
+from bot.services.render_rows import mark_interrupted
 from bot.settings import Settings
 from db import repo
 from db.engine import open_database

@@ -109,6 +109,20 @@ class RenderRows:
                       "at the next start): %s", render_id, exc, exc_info=exc)  # fmt: skip
 
 
+async def mark_interrupted(db: Database) -> None:
+    """Renders a previous process left queued or running become `interrupted`. A database error (another process
+    holding a lock) is logged and start-up goes on: those rows are marked at the next start instead."""
+    try:
+        async with db.sessions.begin() as session:
+            interrupted = await repo.mark_unfinished_interrupted(session)
+    except DATABASE_ERRORS as exc:
+        log.error("could not mark the renders left unfinished by the last run as interrupted (retried at the next "
+                  "start): %s", exc, exc_info=exc)  # fmt: skip
+        return
+    if interrupted:
+        log.warning("%d render(s) were interrupted by the last shutdown; their owners will be told", interrupted)
+
+
 async def _tell_interrupted(client: discord.Client, render: repo.Render) -> None:
     text = (
         f"<@{render.user_id}> sorry, your render #{render.id} was interrupted because I restarted. "
